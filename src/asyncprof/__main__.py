@@ -1,0 +1,3 @@
+from asyncprof.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Parse py-spy's collapsed stacks and tell idle samples from active ones.
+
+A line looks like ``process 123:"cmd";thread (456): MainThread;f (file.py:1);g (file.py:2) 7``:
+optional process and thread frames, then Python frames root first, then the
+sample count.  Idleness is decided from the leaf frame with the table below,
+because py-spy's raw format does not mark idle samples and its own idle
+heuristic misreads asyncio (a loop blocked in ``epoll`` is waiting, not working).
+"""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PROCESS = re.compile(r'^process (\d+):')
+_THREAD = re.compile(r'^thread \((0x[0-9a-fA-F]+|\d+)\)')
+
+# (function name, file suffix) of leaf frames where a thread waits rather than runs.
+IDLE_LEAVES: tuple[tuple[str, str], ...] = (
+    ("select", "selectors.py"),
+    ("poll", "selectors.py"),
+    ("_run_once", "base_events.py"),  # uvloop-less loop blocked in its selector
+    ("wait", "threading.py"),
+    ("get", "queue.py"),
+    ("_worker", "thread.py"),
+    ("sleep", "gunicorn/arbiter.py"),
+    ("sleep", "arbiter.py"),
+    ("wait", "gunicorn/workers/sync.py"),
+    ("accept", "socket.py"),
+)
+
+
+@dataclass(frozen=True)
+class Stack:
+    pid: int
+    thread: str
+    frames: tuple[str, ...]
+    count: int
+
+    @property
+    def idle(self) -> bool:
+        return bool(self.frames) and is_idle_frame(self.frames[-1])
+
+
+def is_idle_frame(frame: str) -> bool:
+    """True if *frame* (``func (file:line)``) is a known waiting point."""
+    func, _, rest = frame.partition(" (")
+    filename = rest.rsplit(":", 1)[0]
+    return any(func == f and filename.endswith(suffix) for f, suffix in IDLE_LEAVES)
+
+
+def parse_line(line: str) -> Stack | None:
+    """Parse one collapsed-stack line; None if it is not one."""
+    stack, _, count_text = line.rstrip("\n").rpartition(" ")
+    try:
+        count = int(count_text)
+    except ValueError:
+        return None
+    if not stack or count < 0:
+        return None
+    pid, thread = 0, ""
+    frames = stack.split(";")
+    if frames and (m := _PROCESS.match(frames[0])):
+        pid = int(m.group(1))
+        frames = frames[1:]
+    if frames and (m := _THREAD.match(frames[0])):
+        thread = m.group(1)
+        frames = frames[1:]
+    return Stack(pid=pid, thread=thread, frames=tuple(frames), count=count)
+
+
+def iter_stacks(path: Path) -> Iterator[Stack]:
+    """Yield every parseable stack of a collapsed file; a missing file yields nothing."""
+    try:
+        f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            if (stack := parse_line(line)) is not None:
+                yield stack
+
+
+@dataclass
+class SampleCounts:
+    samples: int = 0
+    idle: int = 0
+    by_pid: dict[int, int] = field(default_factory=dict)
+
+
+def count_samples(path: Path) -> SampleCounts:
+    """Total, idle and per-process sample counts of a collapsed file."""
+    counts = SampleCounts()
+    for s in iter_stacks(path):
+        counts.samples += s.count
+        if s.idle:
+            counts.idle += s.count
+        counts.by_pid[s.pid] = counts.by_pid.get(s.pid, 0) + s.count
+    return counts

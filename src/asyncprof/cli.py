@@ -1,0 +1,177 @@
+"""The ``asyncprof`` command line: parse arguments, call the library, print, exit.
+
+Every failure the user can cause ends in one line on stderr and a non-zero
+exit code (see :mod:`asyncprof.errors`); tracebacks are only for bugs, and
+only with ``ASYNCPROF_DEBUG=1``.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from asyncprof import __version__
+from asyncprof.config import CONNECT_POLICIES, DEFAULT_PYSPY_RATE, RecordConfig
+from asyncprof.errors import AsyncprofError, Interrupted
+from asyncprof.modes import MODES
+from asyncprof.run import default_parent, iter_runs, resolve_run
+from asyncprof.scenarios import SCENARIOS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"asyncprof: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="asyncprof", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"asyncprof {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    rec = sub.add_parser("record", help="run the target under a worker mode with load and every instrument")
+    rec.add_argument("--mode", default="async", help=f"worker mode: {', '.join(MODES)} (default async)")
+    rec.add_argument("--scenario", default="seed", help=f"workload: {', '.join(SCENARIOS)} (default seed)")
+    rec.add_argument("--view", choices=("sync", "async"), help="force the view flavour (default: the mode's own)")
+    rec.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    rec.add_argument("--users", type=int, default=50, help="concurrent Locust users (default 50)")
+    rec.add_argument("--spawn-rate", type=float, help="users started per second (default: all in 1 s)")
+    rec.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
+    rec.add_argument("--warmup", type=float, default=5.0, help="seconds of load excluded before measuring (default 5)")
+    rec.add_argument("--db", default=os.environ.get("DATABASE_URL", "embedded"),
+                     help="'embedded' (a private PostgreSQL) or a postgresql:// URL (default: $DATABASE_URL or embedded)")
+    rec.add_argument("--rows", type=int, default=10_000, help="rows in the item table (default 10000)")
+    rec.add_argument("--pool-size", type=int, default=10, help="asyncpg pool size per async worker (default 10)")
+    rec.add_argument("--connect", choices=CONNECT_POLICIES, default="persistent",
+                     help="database connection policy (default persistent)")
+    rec.add_argument("--bind", dest="host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    rec.add_argument("--port", type=int, help="server port (default: a free one)")
+    rec.add_argument("--no-pyspy", dest="pyspy", action="store_false", help="no py-spy sampling")
+    rec.add_argument("--pyspy-rate", type=int, default=DEFAULT_PYSPY_RATE,
+                     help=f"py-spy samples per second per process (default {DEFAULT_PYSPY_RATE})")
+    rec.add_argument("--no-otel", dest="otel", action="store_false", help="no OpenTelemetry spans")
+    rec.add_argument("--no-pyinstrument", dest="pyinstrument", action="store_false", help="no pyinstrument profiles")
+    rec.add_argument("--profile-every", type=int, default=100, help="profile one request in N per worker (default 100)")
+    rec.add_argument("--out", type=Path, default=None, help="parent directory of run directories (default ./traces)")
+
+    rep = sub.add_parser("report", help="summarise a run")
+    rep.add_argument("run", nargs="?", help="run directory or run id (default: the latest)")
+    rep.add_argument("--json", action="store_true", help="machine-readable JSON")
+    rep.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+
+    runs = sub.add_parser("runs", help="list recorded runs")
+    runs.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+
+    sub.add_parser("modes", help="list worker modes and scenarios")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Console()
+    err = Console(stderr=True)
+    try:
+        return int(COMMANDS[args.command](args, out, err))
+    except Interrupted as exc:
+        err.print(f"[yellow]interrupted:[/] {exc}; what was recorded is kept")
+        return exc.exit_code
+    except AsyncprofError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line unless debugging
+        if os.environ.get("ASYNCPROF_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (set ASYNCPROF_DEBUG=1 for a traceback)")
+        return 70
+
+
+def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from asyncprof.recorder import record
+    from asyncprof.analysis.summary import summarize
+    from asyncprof.renderers.terminal import report_table
+
+    config = RecordConfig(
+        mode=args.mode, scenario=args.scenario, view=args.view, workers=args.workers, users=args.users,
+        spawn_rate=args.spawn_rate, duration=args.duration, warmup=args.warmup, db=args.db, rows=args.rows,
+        pool_size=args.pool_size, connect=args.connect, host=args.host, port=args.port, pyspy=args.pyspy,
+        pyspy_rate=args.pyspy_rate, otel=args.otel, pyinstrument=args.pyinstrument,
+        profile_every=args.profile_every, out=args.out or default_parent(),
+    )
+    try:
+        run = record(config, console=err)
+    except Interrupted:
+        _print_latest_summary(config.out, out, err)
+        raise
+    out.print(report_table(summarize(run)))
+    out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _print_latest_summary(parent: Path, out: Console, err: Console) -> None:
+    from asyncprof.analysis.summary import summarize
+    from asyncprof.renderers.terminal import report_table
+
+    try:
+        run = resolve_run(None, parent)
+        out.print(report_table(summarize(run)))
+        out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
+    except AsyncprofError as exc:
+        err.print(f"(no summary: {exc})")
+
+
+def _report(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from asyncprof.analysis.summary import summarize
+    from asyncprof.renderers import render_report
+
+    run = resolve_run(args.run, args.out or default_parent())
+    report = summarize(run)
+    if args.json:
+        sys.stdout.write(render_report("json", report) + "\n")
+    else:
+        from asyncprof.renderers.terminal import report_table
+
+        out.print(report_table(report))
+    return 0
+
+
+def _runs(args: argparse.Namespace, out: Console, err: Console) -> int:
+    parent = args.out or default_parent()
+    table = Table(title=f"runs under {parent}", title_justify="left")
+    for col in ("run id", "mode", "scenario", "status", "users", "workers", "duration"):
+        table.add_column(col)
+    n = 0
+    for run in iter_runs(parent):
+        c = run.manifest.get("config", {})
+        table.add_row(run.run_id, str(c.get("mode")), str(c.get("scenario")), str(run.manifest.get("status")),
+                      str(c.get("users")), str(c.get("workers")), f"{c.get('duration')}")
+        n += 1
+    if n == 0:
+        err.print(f"no runs under {parent} (record one with: asyncprof record)")
+        return 0
+    out.print(table)
+    return 0
+
+
+def _modes(args: argparse.Namespace, out: Console, err: Console) -> int:
+    table = Table(title="worker modes", title_justify="left")
+    for col in ("mode", "interface", "description"):
+        table.add_column(col)
+    for m in MODES.values():
+        table.add_row(m.name, m.interface, m.description)
+    out.print(table)
+    scen = Table(title="scenarios", title_justify="left")
+    scen.add_column("scenario")
+    scen.add_column("description")
+    for s in SCENARIOS.values():
+        scen.add_row(s.name, s.description)
+    out.print(scen)
+    return 0
+
+
+COMMANDS = {"record": _record, "report": _report, "runs": _runs, "modes": _modes}

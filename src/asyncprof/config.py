@@ -1,0 +1,80 @@
+"""What ``asyncprof record`` was asked to do, validated before anything starts."""
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asyncprof.errors import UsageError
+from asyncprof.modes import get_mode
+from asyncprof.scenarios import get_scenario
+
+CONNECT_POLICIES = ("persistent", "per-request")
+DEFAULT_PYSPY_RATE = 20
+
+
+@dataclass
+class RecordConfig:
+    """All knobs of one recording. :meth:`validate` raises UsageError on the first bad one."""
+
+    mode: str = "async"
+    scenario: str = "seed"
+    view: str | None = None
+    workers: int = 4
+    users: int = 50
+    spawn_rate: float | None = None
+    duration: float = 30.0
+    warmup: float = 5.0
+    db: str = "embedded"
+    rows: int = 10_000
+    pool_size: int = 10
+    connect: str = "persistent"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    pyspy: bool = True
+    pyspy_rate: int = DEFAULT_PYSPY_RATE
+    otel: bool = True
+    pyinstrument: bool = True
+    profile_every: int = 100
+    out: Path = field(default_factory=lambda: Path("traces"))
+
+    def validate(self) -> "RecordConfig":
+        mode = get_mode(self.mode)
+        scenario = get_scenario(self.scenario)
+        if self.view is None:
+            self.view = mode.default_view
+        if self.view not in ("sync", "async"):
+            raise UsageError(f"--view must be sync or async, not {self.view!r}")
+        scenario.endpoints_for(self.view)
+        _check_range("--workers", self.workers, 1, 256)
+        _check_range("--users", self.users, 1, 100_000)
+        _check_range("--duration", self.duration, 0.5, 24 * 3600)
+        _check_range("--warmup", self.warmup, 0, 3600)
+        _check_range("--rows", self.rows, 1, 100_000_000)
+        _check_range("--pool-size", self.pool_size, 1, 1000)
+        _check_range("--pyspy-rate", self.pyspy_rate, 1, 1000)
+        _check_range("--profile-every", self.profile_every, 1, 10_000_000)
+        if self.spawn_rate is not None:
+            _check_range("--spawn-rate", self.spawn_rate, 0.01, 100_000)
+        if self.port is not None:
+            _check_range("--port", self.port, 1, 65535)
+        if self.connect not in CONNECT_POLICIES:
+            raise UsageError(f"--connect must be one of {', '.join(CONNECT_POLICIES)}, not {self.connect!r}")
+        return self
+
+    @property
+    def effective_spawn_rate(self) -> float:
+        """Users start within one second by default, so warm-up covers the ramp."""
+        return self.spawn_rate if self.spawn_rate is not None else float(self.users)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The config as recorded; the database is stored by kind only (the recorder adds a redacted URL)."""
+        data = asdict(self)
+        data["out"] = str(self.out)
+        data["db"] = "embedded" if self.db == "embedded" else "url"
+        data["spawn_rate"] = self.effective_spawn_rate
+        return data
+
+
+def _check_range(flag: str, value: float, low: float, high: float) -> None:
+    if not (low <= value <= high):
+        raise UsageError(f"{flag} must be between {low:g} and {high:g}, not {value:g}")

@@ -1,0 +1,278 @@
+"""``asyncprof record``: database → server → load → samplers → run directory.
+
+The recorder owns every process it starts.  Whatever ends the recording
+(completion, an error, Ctrl-C, SIGTERM), the processes are stopped in
+reverse order, the server gracefully first so workers flush their spans, and
+the manifest is written with status complete, failed or interrupted.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from asyncprof import __version__
+from asyncprof.analysis.stats import percentile
+from asyncprof.collectors.loadgen import TAIL_SECONDS, RequestLogTail, start_locust
+from asyncprof.collectors.pyspy import failure_reason, pyspy_binary, start_pyspy
+from asyncprof.collectors.server import start_server, worker_environment
+from asyncprof.config import RecordConfig
+from asyncprof.database import open_database, seed
+from asyncprof.errors import AsyncprofError, Interrupted, LoadError
+from asyncprof.modes import ServerSpec, get_mode
+from asyncprof.processes import ManagedProcess, ProcessGroup, check_port_free, free_port
+from asyncprof.renderers.speedscope import write_speedscope
+from asyncprof.run import Run
+from asyncprof.scenarios import get_scenario
+from asyncprof.versions import host_info, package_versions
+
+FIRST_REQUEST_TIMEOUT = 20.0
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn the first SIGINT/SIGTERM into :class:`Interrupted`; ignore further ones while cleaning up."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class _LiveStats:
+    """Rolling figures for the live line, from requests as Locust logs them."""
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[float, float, int]] = deque()  # (seen at, latency, status)
+        self.total = 0
+        self.errors = 0
+
+    def add(self, now: float, rows: list[tuple[float, int, float]]) -> None:
+        for _start, status, latency in rows:
+            self.recent.append((now, latency, status))
+            self.total += 1
+            self.errors += status == 0 or status >= 400
+        while self.recent and self.recent[0][0] < now - 3.0:
+            self.recent.popleft()
+
+    def line(self, label: str, elapsed: float, planned: float, phase: str) -> Text:
+        lat = sorted(r[1] for r in self.recent)
+        span = 3.0 if self.recent and elapsed > 3.0 else max(elapsed, 0.5)
+        rate = len(self.recent) / span
+        p50 = percentile(lat, 50) if lat else float("nan")
+        p99 = percentile(lat, 99) if lat else float("nan")
+        return Text.assemble(
+            (f"{label} ", "bold"),
+            f"{elapsed:5.1f}/{planned:.0f} s ",
+            (f"[{phase}] ", "cyan"),
+            f"{rate:7.1f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ",
+            (f"{self.errors} errors", "red" if self.errors else "green"),
+        )
+
+
+def record(config: RecordConfig, console: Console | None = None) -> Run:
+    """Record one run as *config* says and return it (status complete).
+
+    Raises AsyncprofError subclasses for failures; :class:`Interrupted` on
+    Ctrl-C/SIGTERM.  In every case the run directory and its manifest are
+    left behind, consistent, with what was recorded.
+    """
+    console = console or Console(stderr=True)
+    config.validate()
+    mode = get_mode(config.mode)
+    mode.check_installed()
+    endpoints = get_scenario(config.scenario).endpoints_for(config.view or mode.default_view)
+    if config.port is not None:
+        check_port_free(config.host, config.port)
+    port = config.port or free_port(config.host)
+
+    run = Run.create(config.out, f"{mode.name}-{config.scenario}")
+    instruments: dict[str, dict[str, Any]] = {
+        "pyspy": {"enabled": config.pyspy, "rate_hz": config.pyspy_rate, "mode": "nonblocking,idle,threads"},
+        "otel": {"enabled": config.otel, "otlp_endpoint": _otlp_endpoint_set()},
+        "pyinstrument": {"enabled": config.pyinstrument, "every": config.profile_every},
+    }
+    run.update(
+        asyncprof_version=__version__,
+        command=["asyncprof", *sys.argv[1:]],
+        config=config.to_manifest(),
+        server={"mode": mode.name, "interface": mode.interface, "host": config.host, "port": port,
+                "description": mode.description},
+        instruments=instruments,
+        versions=package_versions(),
+        host=host_info(),
+        started_unix=time.time(),
+        warnings=[],
+    )
+    console.print(f"recording [bold]{run.run_id}[/] → {run.path}")
+    status, error = "failed", None
+    with interruptible():
+        try:
+            _record_into(run, config, mode.name, port, endpoints, instruments, console)
+            status = "complete"
+        except Interrupted as exc:
+            status, error = "interrupted", str(exc)
+            raise
+        except AsyncprofError as exc:
+            error = str(exc)
+            raise
+        finally:
+            _finish(run, status, error, instruments)
+    return run
+
+
+def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endpoints: Any,
+                 instruments: dict[str, dict[str, Any]], console: Console) -> None:
+    mode = get_mode(mode_name)
+    with open_database(config.db) as db:
+        run.update(database={"kind": db.kind, "url": db.display_url, "server_version": db.version})
+        with console.status("seeding the item table…"):
+            refilled = seed(db.url, config.rows)
+        run.manifest["database"]["seeded"] = {"rows": config.rows, "refilled": refilled}
+        run.save()
+        with ProcessGroup() as group:
+            env = worker_environment(
+                run, mode, db_url=db.url, connect=config.connect, pool_size=config.pool_size,
+                rows=config.rows, otel=config.otel, profile_every=config.profile_every if config.pyinstrument else 0,
+            )
+            spec = ServerSpec(host=config.host, port=port, workers=config.workers)
+            with console.status(f"starting {config.workers} {mode.name} workers on {config.host}:{port}…"):
+                server = start_server(group, run, mode, spec, env)
+            workers = run.worker_infos()
+            run.update(pids={"server": server.pid, "workers": [w["pid"] for w in workers]}, workers=workers)
+            host = f"[{config.host}]" if ":" in config.host else config.host
+            load = start_locust(
+                group, run, url=f"http://{host}:{port}", endpoints=endpoints, users=config.users,
+                spawn_rate=config.effective_spawn_rate, run_time=config.warmup + config.duration + TAIL_SECONDS,
+                env=env_without_secrets(env),
+            )
+            run.manifest["pids"]["locust"] = load.pid
+            run.save()
+            try:
+                _drive(run, config, group, server, load, instruments, console)
+            finally:
+                # Graceful stop so each worker's exit hook flushes its spans.
+                server.stop(grace=15)
+
+
+def env_without_secrets(env: dict[str, str]) -> dict[str, str]:
+    """The load generator needs none of the server's secrets."""
+    return {k: v for k, v in env.items() if k not in ("DATABASE_URL", "DJANGO_SECRET_KEY")}
+
+
+def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedProcess, load: ManagedProcess,
+           instruments: dict[str, dict[str, Any]], console: Console) -> None:
+    """Follow the load until Locust ends; open the measured window after warm-up and start py-spy then."""
+    tail = RequestLogTail(run.requests_path)
+    stats = _LiveStats()
+    started = time.time()
+    first: float | None = None
+    window: dict[str, float] = {}
+    pyspy: ManagedProcess | None = None
+    planned = config.warmup + config.duration
+    label = f"{config.mode}/{config.scenario}"
+    try:
+        with Live(Text("waiting for the first request…"), console=console, refresh_per_second=4,
+                  transient=False) as live:
+            while True:
+                now = time.time()
+                rows = tail.read()
+                if rows and first is None:
+                    first = min(r[0] for r in rows)
+                stats.add(now, rows)
+                if first is None:
+                    if now - started > FIRST_REQUEST_TIMEOUT or not load.running():
+                        raise LoadError("Locust sent no request", f"see {run.logs_dir / 'locust.log'}")
+                elif not window and now >= first + config.warmup:
+                    window = {"start_unix": first + config.warmup, "end_unix": first + planned}
+                    run.update(window=dict(window))
+                    if config.pyspy:
+                        pyspy = _start_pyspy(group, run, server.pid, config, instruments, console)
+                if not server.running():
+                    raise AsyncprofError("the server exited during the run", f"see {run.logs_dir / 'server.log'}")
+                elapsed = now - first if first else 0.0
+                phase = "warm-up" if not window else ("measuring" if now < window["end_unix"] else "draining")
+                live.update(stats.line(label, min(elapsed, planned), planned, phase))
+                if not load.running():
+                    break
+                time.sleep(0.25)
+    finally:
+        end = time.time()
+        if window and end < window["end_unix"]:
+            window["end_unix"] = end
+        elif not window and first is not None:
+            window = {"start_unix": first + config.warmup, "end_unix": max(end, first + config.warmup)}
+        if window:
+            run.update(window=dict(window))
+        if pyspy is not None:
+            # py-spy stops by itself at the end of its duration; on early exit, SIGINT makes it write.
+            if pyspy.wait(max(0.0, window.get("end_unix", end) - time.time()) + 10) is None:
+                pyspy.stop(grace=10)
+            if pyspy.popen.returncode not in (0, None):
+                reason = failure_reason(run.logs_dir / "pyspy.log")
+                instruments["pyspy"]["error"] = reason
+    code = load.wait(10)
+    if code not in (0, None):
+        run.manifest.setdefault("warnings", []).append(f"Locust exited with code {code}; see logs/locust.log")
+
+
+def _start_pyspy(group: ProcessGroup, run: Run, pid: int, config: RecordConfig,
+                 instruments: dict[str, dict[str, Any]], console: Console) -> ManagedProcess | None:
+    if pyspy_binary() is None:
+        instruments["pyspy"]["error"] = "py-spy is not installed"
+        console.print("[yellow]warning:[/] py-spy is not installed; recording without CPU samples")
+        return None
+    proc = start_pyspy(group, run, pid=pid, rate=config.pyspy_rate, duration=config.duration)
+    if proc.wait(0.5) not in (None, 0):
+        reason = failure_reason(run.logs_dir / "pyspy.log")
+        instruments["pyspy"]["error"] = reason
+        console.print(f"[yellow]warning:[/] py-spy could not attach: {reason}; going on without it")
+        return None
+    return proc
+
+
+def _finish(run: Run, status: str, error: str | None, instruments: dict[str, dict[str, Any]]) -> None:
+    """Write the final manifest (and the derived speedscope file); never raises for a missing piece."""
+    samples = run.pyspy_dir / "samples.txt"
+    produced: dict[str, Any] = {
+        "pyspy": {"samples_file": samples.exists()},
+        "otel": {"span_files": len(list(run.spans_dir.glob("*.jsonl")))},
+        "pyinstrument": {"profiles": len(list(run.profiles_dir.glob("*.pyisession")))},
+    }
+    if samples.exists():
+        with contextlib.suppress(OSError):
+            write_speedscope(samples, run.pyspy_dir / "speedscope.json", run.run_id)
+            produced["pyspy"]["speedscope_file"] = True
+    for name, info in produced.items():
+        instruments.setdefault(name, {}).update(produced=info)
+    workers = run.worker_infos()
+    fields: dict[str, Any] = {
+        "status": status,
+        "ended_unix": time.time(),
+        "instruments": instruments,
+        "workers": workers,
+    }
+    if error:
+        fields["error"] = error
+    run.update(**fields)
+
+
+def _otlp_endpoint_set() -> bool:
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+

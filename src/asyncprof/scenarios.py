@@ -1,0 +1,62 @@
+"""The scenario registry: what the load generator requests from the target.
+
+A scenario names the endpoints for each view flavour (``sync``/``async``) as
+``(endpoint name, path, weight)``; the endpoint name is what reports show.
+"""
+
+from dataclasses import dataclass
+
+from asyncprof.errors import UsageError
+
+Endpoint = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    endpoints: dict[str, tuple[Endpoint, ...]]
+
+    def endpoints_for(self, view: str) -> tuple[Endpoint, ...]:
+        try:
+            return self.endpoints[view]
+        except KeyError:
+            raise UsageError(
+                f"scenario {self.name!r} has no {view} view", f"views: {', '.join(self.endpoints)}"
+            ) from None
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    SCENARIOS[scenario.name] = scenario
+    return scenario
+
+
+def get_scenario(name: str) -> Scenario:
+    """Return the scenario called *name*, or raise UsageError listing the known ones."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise UsageError(f"unknown scenario {name!r}", f"known scenarios: {', '.join(sorted(SCENARIOS))}") from None
+
+
+def _per_flavour(name: str) -> dict[str, tuple[Endpoint, ...]]:
+    return {view: ((f"{view}/{name}", f"/{view}/{name}/", 1),) for view in ("sync", "async")}
+
+
+register(
+    Scenario(
+        "seed",
+        "the forum thread's page: list 20 items, then one item's details, raw SQL (psycopg2 / asyncpg)",
+        _per_flavour("seed"),
+    )
+)
+register(
+    Scenario(
+        "orm",
+        "the same page through the Django ORM (sync API / async API)",
+        _per_flavour("orm"),
+    )
+)

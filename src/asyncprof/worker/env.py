@@ -1,0 +1,42 @@
+"""The environment contract between ``asyncprof record`` and its workers.
+
+The recorder sets these variables; the worker hooks read them once, at
+import.  They are the only channel between the two, so a user can also start
+a server by hand with the same variables and get the same instruments.
+"""
+
+import os
+from dataclasses import dataclass
+
+RUN_DIR = "ASYNCPROF_RUN_DIR"
+RUN_ID = "ASYNCPROF_RUN_ID"
+MODE = "ASYNCPROF_MODE"
+OTEL = "ASYNCPROF_OTEL"
+PROFILE_EVERY = "ASYNCPROF_PROFILE_EVERY"
+WSGI_APP = "ASYNCPROF_WSGI_APP"
+ASGI_APP = "ASYNCPROF_ASGI_APP"
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    """What the worker hooks need to know, parsed from the environment."""
+
+    run_dir: str | None
+    run_id: str
+    mode: str
+    otel: bool
+    profile_every: int
+    wsgi_app: str
+    asgi_app: str
+
+    @classmethod
+    def read(cls) -> "WorkerEnv":
+        return cls(
+            run_dir=os.environ.get(RUN_DIR) or None,
+            run_id=os.environ.get(RUN_ID, ""),
+            mode=os.environ.get(MODE, ""),
+            otel=os.environ.get(OTEL, "0") == "1",
+            profile_every=int(os.environ.get(PROFILE_EVERY, "0") or 0),
+            wsgi_app=os.environ.get(WSGI_APP, "asyncprof_target.wsgi:application"),
+            asgi_app=os.environ.get(ASGI_APP, "asyncprof_target.asgi:application"),
+        )

@@ -1,0 +1,13 @@
+"""URL layout: /<flavour>/<scenario>/, so a run's endpoint names say what ran."""
+
+from django.urls import path
+
+from asyncprof_target import views
+
+urlpatterns = [
+    path("health/", views.health, name="health"),
+    path("sync/seed/", views.seed_sync, name="sync-seed"),
+    path("async/seed/", views.seed_async, name="async-seed"),
+    path("sync/orm/", views.orm_sync, name="sync-orm"),
+    path("async/orm/", views.orm_async, name="async-orm"),
+]
