@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS item (
 """
 FILL_SQL = """
 INSERT INTO item (id, name, description, price, created)
-SELECT g, 'item ' || g, repeat('lorem ipsum dolor ', 3 + g % 10), (g % 1000) + 0.99,
+SELECT g, 'item ' || g, repeat('lorem ipsum dolor ', 3 + g %% 10), (g %% 1000) + 0.99,
        timestamptz '2024-01-01 00:00+00' + g * interval '1 minute'
 FROM generate_series(1, %s) AS g
 """

@@ -84,6 +84,7 @@ class ProcessGroup:
             stdout=log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
             start_new_session=True,
+            umask=0o077,  # run files written by children are the owner's only
             cwd=cwd,
         )
         proc = ManagedProcess(name, popen, log, stop_signal)

@@ -212,6 +212,7 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                 if not load.running():
                     break
                 time.sleep(0.25)
+        console.print()
     finally:
         end = time.time()
         if window and end < window["end_unix"]:

@@ -15,16 +15,18 @@ from pathlib import Path
 _PROCESS = re.compile(r'^process (\d+):')
 _THREAD = re.compile(r'^thread \((0x[0-9a-fA-F]+|\d+)\)')
 
-# (function name, file suffix) of leaf frames where a thread waits rather than runs.
+# (function name, file suffix) of leaf frames where a thread waits rather than
+# runs.  py-spy qualifies methods with their class (``EpollSelector.select``),
+# so a name matches either exactly or as the last dotted part.
 IDLE_LEAVES: tuple[tuple[str, str], ...] = (
-    ("select", "selectors.py"),
+    ("select", "selectors.py"),  # an asyncio loop or gunicorn worker with nothing to do
     ("poll", "selectors.py"),
-    ("_run_once", "base_events.py"),  # uvloop-less loop blocked in its selector
-    ("wait", "threading.py"),
+    ("wait", "threading.py"),  # Condition/Event waits: executor threads, OTel's batch thread
+    ("acquire", "threading.py"),
     ("get", "queue.py"),
-    ("_worker", "thread.py"),
+    ("_worker", "concurrent/futures/thread.py"),
+    ("wait_for_signals", "gunicorn/arbiter.py"),  # the gunicorn master
     ("sleep", "gunicorn/arbiter.py"),
-    ("sleep", "arbiter.py"),
     ("wait", "gunicorn/workers/sync.py"),
     ("accept", "socket.py"),
 )
@@ -46,7 +48,8 @@ def is_idle_frame(frame: str) -> bool:
     """True if *frame* (``func (file:line)``) is a known waiting point."""
     func, _, rest = frame.partition(" (")
     filename = rest.rsplit(":", 1)[0]
-    return any(func == f and filename.endswith(suffix) for f, suffix in IDLE_LEAVES)
+    short = func.rpartition(".")[2]
+    return any(short == f and filename.endswith(suffix) for f, suffix in IDLE_LEAVES)
 
 
 def parse_line(line: str) -> Stack | None:
@@ -60,7 +63,8 @@ def parse_line(line: str) -> Stack | None:
         return None
     pid, thread = 0, ""
     frames = stack.split(";")
-    if frames and (m := _PROCESS.match(frames[0])):
+    # With --subprocesses, py-spy nests process frames (master;worker;...): the last one is the sampled process.
+    while frames and (m := _PROCESS.match(frames[0])):
         pid = int(m.group(1))
         frames = frames[1:]
     if frames and (m := _THREAD.match(frames[0])):
