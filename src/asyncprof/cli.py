@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from asyncprof import __version__
 from asyncprof.config import CONNECT_POLICIES, DEFAULT_PYSPY_RATE, RecordConfig
-from asyncprof.errors import AsyncprofError, Interrupted
+from asyncprof.errors import AsyncprofError, Interrupted, UsageError
 from asyncprof.modes import MODES
 from asyncprof.run import default_parent, iter_runs, resolve_run
 from asyncprof.scenarios import SCENARIOS
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-pyspy", dest="pyspy", action="store_false", help="no py-spy sampling")
     rec.add_argument("--pyspy-rate", type=int, default=DEFAULT_PYSPY_RATE,
                      help=f"py-spy samples per second per process (default {DEFAULT_PYSPY_RATE})")
+    rec.add_argument("--pyspy-blocking", dest="pyspy_nonblocking", action="store_false",
+                     help="let py-spy pause the workers for each sample (more exact stacks, much costlier)")
     rec.add_argument("--no-otel", dest="otel", action="store_false", help="no OpenTelemetry spans")
     rec.add_argument("--no-pyinstrument", dest="pyinstrument", action="store_false", help="no pyinstrument profiles")
     rec.add_argument("--profile-every", type=int, default=100, help="profile one request in N per worker (default 100)")
@@ -66,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
     sub.add_parser("modes", help="list worker modes and scenarios")
+
+    seed = sub.add_parser("seed", help="create and fill the item table in an existing database (for servers run by hand)")
+    seed.add_argument("--db", default=os.environ.get("DATABASE_URL"), help="postgresql:// URL (default $DATABASE_URL)")
+    seed.add_argument("--rows", type=int, default=10_000, help="rows in the item table (default 10000)")
     return parser
 
 
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[yellow]interrupted:[/] {exc}; what was recorded is kept")
         return exc.exit_code
     except AsyncprofError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        kept = f"; the run is kept in {exc.run_path}" if exc.run_path else ""
+        err.print(f"[red]error:[/] {escape(str(exc))}{escape(kept)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -100,29 +108,20 @@ def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
         mode=args.mode, scenario=args.scenario, view=args.view, workers=args.workers, users=args.users,
         spawn_rate=args.spawn_rate, duration=args.duration, warmup=args.warmup, db=args.db, rows=args.rows,
         pool_size=args.pool_size, connect=args.connect, host=args.host, port=args.port, pyspy=args.pyspy,
-        pyspy_rate=args.pyspy_rate, otel=args.otel, pyinstrument=args.pyinstrument,
+        pyspy_rate=args.pyspy_rate, pyspy_nonblocking=args.pyspy_nonblocking, otel=args.otel, pyinstrument=args.pyinstrument,
         profile_every=args.profile_every, out=args.out or default_parent(),
     )
     try:
         run = record(config, console=err)
-    except Interrupted:
-        _print_latest_summary(config.out, out, err)
+    except Interrupted as exc:
+        if exc.run_path is not None:
+            run = resolve_run(str(exc.run_path))
+            out.print(report_table(summarize(run)))
+            out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
         raise
     out.print(report_table(summarize(run)))
     out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
     return 0
-
-
-def _print_latest_summary(parent: Path, out: Console, err: Console) -> None:
-    from asyncprof.analysis.summary import summarize
-    from asyncprof.renderers.terminal import report_table
-
-    try:
-        run = resolve_run(None, parent)
-        out.print(report_table(summarize(run)))
-        out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
-    except AsyncprofError as exc:
-        err.print(f"(no summary: {exc})")
 
 
 def _report(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -174,4 +173,19 @@ def _modes(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-COMMANDS = {"record": _record, "report": _report, "runs": _runs, "modes": _modes}
+def _seed(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from asyncprof.database import open_database, seed
+
+    if not args.db or args.db == "embedded":
+        raise UsageError("seed needs --db postgresql://... (or DATABASE_URL)",
+                         "asyncprof record seeds its embedded database itself")
+    if args.rows < 1:
+        raise UsageError(f"--rows must be at least 1, not {args.rows}")
+    with open_database(args.db) as db:
+        refilled = seed(db.url, args.rows)
+        out.print(f"item table at {db.display_url}: {args.rows} rows ({'filled' if refilled else 'already there'})",
+                  highlight=False)
+    return 0
+
+
+COMMANDS = {"record": _record, "report": _report, "runs": _runs, "modes": _modes, "seed": _seed}

@@ -32,6 +32,7 @@ class RecordConfig:
     port: int | None = None
     pyspy: bool = True
     pyspy_rate: int = DEFAULT_PYSPY_RATE
+    pyspy_nonblocking: bool = True
     otel: bool = True
     pyinstrument: bool = True
     profile_every: int = 100

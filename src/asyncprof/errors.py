@@ -4,6 +4,8 @@ The CLI turns any of them into a single line, ``error: <message> (<hint>)``,
 and exits with the class's ``exit_code``; nothing below the CLI prints.
 """
 
+from pathlib import Path
+
 
 class AsyncprofError(Exception):
     """Base class. *hint* says what to do about it."""
@@ -14,6 +16,7 @@ class AsyncprofError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.run_path: Path | None = None  # the run directory that keeps what was recorded, if any
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

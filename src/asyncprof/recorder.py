@@ -26,7 +26,7 @@ from asyncprof.collectors.pyspy import failure_reason, pyspy_binary, start_pyspy
 from asyncprof.collectors.server import start_server, worker_environment
 from asyncprof.config import RecordConfig
 from asyncprof.database import open_database, seed
-from asyncprof.errors import AsyncprofError, Interrupted, LoadError
+from asyncprof.errors import AsyncprofError, Interrupted, LoadError, ServerError
 from asyncprof.modes import ServerSpec, get_mode
 from asyncprof.processes import ManagedProcess, ProcessGroup, check_port_free, free_port
 from asyncprof.renderers.speedscope import write_speedscope
@@ -104,7 +104,9 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
 
     run = Run.create(config.out, f"{mode.name}-{config.scenario}")
     instruments: dict[str, dict[str, Any]] = {
-        "pyspy": {"enabled": config.pyspy, "rate_hz": config.pyspy_rate, "mode": "nonblocking,idle,threads"},
+        "pyspy": {"enabled": config.pyspy, "rate_hz": config.pyspy_rate,
+                  "flags": ["--subprocesses", "--idle", "--threads"]
+                  + (["--nonblocking"] if config.pyspy_nonblocking else [])},
         "otel": {"enabled": config.otel, "otlp_endpoint": _otlp_endpoint_set()},
         "pyinstrument": {"enabled": config.pyinstrument, "every": config.profile_every},
     }
@@ -128,9 +130,11 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
             status = "complete"
         except Interrupted as exc:
             status, error = "interrupted", str(exc)
+            exc.run_path = run.path
             raise
         except AsyncprofError as exc:
             error = str(exc)
+            exc.run_path = run.path
             raise
         finally:
             _finish(run, status, error, instruments)
@@ -205,7 +209,7 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                     if config.pyspy:
                         pyspy = _start_pyspy(group, run, server.pid, config, instruments, console)
                 if not server.running():
-                    raise AsyncprofError("the server exited during the run", f"see {run.logs_dir / 'server.log'}")
+                    raise ServerError("the server exited during the run", f"see {run.logs_dir / 'server.log'}")
                 elapsed = now - first if first else 0.0
                 phase = "warm-up" if not window else ("measuring" if now < window["end_unix"] else "draining")
                 live.update(stats.line(label, min(elapsed, planned), planned, phase))
@@ -239,7 +243,8 @@ def _start_pyspy(group: ProcessGroup, run: Run, pid: int, config: RecordConfig,
         instruments["pyspy"]["error"] = "py-spy is not installed"
         console.print("[yellow]warning:[/] py-spy is not installed; recording without CPU samples")
         return None
-    proc = start_pyspy(group, run, pid=pid, rate=config.pyspy_rate, duration=config.duration)
+    proc = start_pyspy(group, run, pid=pid, rate=config.pyspy_rate, duration=config.duration,
+                       nonblocking=config.pyspy_nonblocking)
     if proc.wait(0.5) not in (None, 0):
         reason = failure_reason(run.logs_dir / "pyspy.log")
         instruments["pyspy"]["error"] = reason

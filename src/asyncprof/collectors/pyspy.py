@@ -1,6 +1,6 @@
 """py-spy attached to the server's master process and all its workers.
 
-Recording choices (measured in ``scripts/bench-pyspy``):
+Recording choices:
 
 * ``--nonblocking``: py-spy does not pause the workers for each sample.  In
   blocking mode each sample stops every thread of the process; at 100 Hz over
@@ -31,7 +31,8 @@ def pyspy_binary() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-def start_pyspy(group: ProcessGroup, run: Run, *, pid: int, rate: int, duration: float) -> ManagedProcess | None:
+def start_pyspy(group: ProcessGroup, run: Run, *, pid: int, rate: int, duration: float,
+                nonblocking: bool = True) -> ManagedProcess | None:
     """Start sampling *pid* and its subprocesses for *duration* seconds; None if py-spy is missing."""
     binary = pyspy_binary()
     if binary is None:
@@ -45,7 +46,7 @@ def start_pyspy(group: ProcessGroup, run: Run, *, pid: int, rate: int, duration:
         "--format", "raw",
         "--idle",
         "--threads",
-        "--nonblocking",
+        *(["--nonblocking"] if nonblocking else []),
         "--output", str(run.pyspy_dir / SAMPLES_FILE),
     ]  # fmt: skip
     # SIGINT makes py-spy stop sampling and still write what it has.

@@ -1,0 +1,74 @@
+"""Record short real runs (PostgreSQL, gunicorn/uvicorn workers, Locust, py-spy) and check the run directory."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import SHORT, alive, asyncprof, manifest, only_run, report_json, started_pids
+
+pytestmark = pytest.mark.integration
+
+
+def _check_run(run: Path, mode: str) -> dict:
+    m = manifest(run)
+    assert m["status"] == "complete"
+    assert m["config"]["mode"] == mode
+    assert m["database"]["server_version"]
+    assert m["versions"]["django"].startswith("5.2")
+    assert m["window"]["end_unix"] > m["window"]["start_unix"]
+    workers = [w["pid"] for w in m["workers"]]
+    assert len(workers) == 2
+    for name in ("requests.tsv", "locust/stats_stats.csv", "pyspy/samples.txt", "pyspy/speedscope.json"):
+        assert (run / name).stat().st_size > 0, name
+    json.loads((run / "pyspy/speedscope.json").read_text())
+    assert {p.stem for p in (run / "spans").glob("*.jsonl")} == {str(w) for w in workers}
+
+    r = report_json(run)
+    assert r["requests"] > 50
+    assert r["errors"] == 0
+    assert r["throughput_rps"] > 0
+    assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
+    assert [e["name"] for e in r["endpoints"]] == [f"{r['view']}/seed"]
+    assert r["instruments"]["otel"]["matched_requests"] >= 0.99 * r["requests"]
+    sampled = r["instruments"]["pyspy"]["samples_by_pid"]
+    assert all(sampled.get(str(pid), 0) > 0 for pid in workers), (sampled, workers)
+    assert r["instruments"]["pyinstrument"]["profiles"] >= 1
+    # The profiler ran where the view runs (under ASGI: in the request's task, not a hop thread).
+    view = f"seed_{r['view']}"
+    profiles = [p.read_text() for p in (run / "profiles").glob("*.pyisession")]
+    assert any(view in text for text in profiles), f"no profile contains {view}"
+    assert all(json.loads(text)["frame_records"] is not None for text in profiles)
+    assert not any(alive(pid) for pid in started_pids(m)), "a process asyncprof started is still running"
+    return r
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_record_on_embedded_postgres(mode: str, traces: Path) -> None:
+    proc = asyncprof("record", "--mode", mode, "--db", "embedded", "--out", str(traces), *SHORT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = only_run(traces)
+    r = _check_run(run, mode)
+    assert manifest(run)["database"]["kind"] == "embedded"
+    assert f"{r['requests']} requests" in proc.stdout
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_record_on_postgres_service(mode: str, traces: Path, service_url: str) -> None:
+    proc = asyncprof("record", "--mode", mode, "--db", service_url, "--out", str(traces), *SHORT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = only_run(traces)
+    _check_run(run, mode)
+    assert manifest(run)["database"]["kind"] == "external"
+
+
+def test_record_orm_scenario_with_instruments_off(traces: Path, service_url: str) -> None:
+    proc = asyncprof("record", "--mode", "async", "--scenario", "orm", "--db", service_url, "--out", str(traces),
+                     "--no-pyspy", "--no-otel", "--no-pyinstrument", *SHORT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = report_json(only_run(traces))
+    assert r["errors"] == 0 and r["requests"] > 20
+    assert r["endpoints"][0]["name"] == "async/orm"
+    assert r["instruments"]["pyspy"]["samples"] == 0
+    assert r["instruments"]["otel"]["spans"] == 0
+    assert any("pyspy was off" in w for w in r["warnings"])
