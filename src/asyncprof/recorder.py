@@ -25,7 +25,7 @@ from asyncprof.collectors.loadgen import TAIL_SECONDS, RequestLogTail, start_loc
 from asyncprof.collectors.pyspy import failure_reason, pyspy_binary, start_pyspy
 from asyncprof.collectors.server import start_server, worker_environment
 from asyncprof.config import RecordConfig
-from asyncprof.database import open_database, seed
+from asyncprof.database import open_database, redact, seed
 from asyncprof.errors import AsyncprofError, Interrupted, LoadError, ServerError
 from asyncprof.modes import ServerSpec, get_mode
 from asyncprof.processes import ManagedProcess, ProcessGroup, check_port_free, free_port
@@ -112,7 +112,7 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
     }
     run.update(
         asyncprof_version=__version__,
-        command=["asyncprof", *sys.argv[1:]],
+        command=["asyncprof", *(redact(a) if "://" in a else a for a in sys.argv[1:])],
         config=config.to_manifest(),
         server={"mode": mode.name, "interface": mode.interface, "host": config.host, "port": port,
                 "description": mode.description},
