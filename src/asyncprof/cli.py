@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-otel", dest="otel", action="store_false", help="no OpenTelemetry spans")
     rec.add_argument("--no-pyinstrument", dest="pyinstrument", action="store_false", help="no pyinstrument profiles")
     rec.add_argument("--profile-every", type=int, default=100, help="profile one request in N per worker (default 100)")
+    rec.add_argument("--calibrate", metavar="cpu_ms=A,db_ms=B,block_ms=C,hops=D",
+                     help="the calibrate scenario's cost per request: A ms of CPU, B ms in pg_sleep, C ms blocked in "
+                          "time.sleep, D sync<->async hops (missing keys are 0; only with --scenario calibrate)")
     rec.add_argument("--out", type=Path, default=None, help="parent directory of run directories (default ./traces)")
 
     rep = sub.add_parser("report", help="summarise a run")
@@ -109,7 +112,7 @@ def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
         spawn_rate=args.spawn_rate, duration=args.duration, warmup=args.warmup, db=args.db, rows=args.rows,
         pool_size=args.pool_size, connect=args.connect, host=args.host, port=args.port, pyspy=args.pyspy,
         pyspy_rate=args.pyspy_rate, pyspy_nonblocking=args.pyspy_nonblocking, otel=args.otel, pyinstrument=args.pyinstrument,
-        profile_every=args.profile_every, out=args.out or default_parent(),
+        profile_every=args.profile_every, out=args.out or default_parent(), calibrate=args.calibrate,
     )
     try:
         run = record(config, console=err)

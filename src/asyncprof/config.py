@@ -4,12 +4,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asyncprof.calibration import Calibration, parse_calibration
 from asyncprof.errors import UsageError
 from asyncprof.modes import get_mode
 from asyncprof.scenarios import get_scenario
 
 CONNECT_POLICIES = ("persistent", "per-request")
 DEFAULT_PYSPY_RATE = 20
+CALIBRATE_SCENARIO = "calibrate"
 
 
 @dataclass
@@ -37,8 +39,14 @@ class RecordConfig:
     pyinstrument: bool = True
     profile_every: int = 100
     out: Path = field(default_factory=lambda: Path("traces"))
+    calibrate: str | None = None  # the calibrate scenario's cost; canonical after validate()
 
     def validate(self) -> "RecordConfig":
+        """Check every knob, fill in defaults (the view; ``calibrate`` in canonical form), return self.
+
+        ``calibrate`` must be None unless the scenario is ``calibrate``; for that
+        scenario it defaults to all zeros.
+        """
         mode = get_mode(self.mode)
         scenario = get_scenario(self.scenario)
         if self.view is None:
@@ -60,7 +68,22 @@ class RecordConfig:
             _check_range("--port", self.port, 1, 65535)
         if self.connect not in CONNECT_POLICIES:
             raise UsageError(f"--connect must be one of {', '.join(CONNECT_POLICIES)}, not {self.connect!r}")
+        if scenario.name == CALIBRATE_SCENARIO:
+            # No --calibrate: a request that does nothing but answer (all zeros).
+            calibration = parse_calibration(self.calibrate) if self.calibrate is not None else Calibration()
+            self.calibrate = calibration.to_env()
+        elif self.calibrate is not None:
+            raise UsageError(f"--calibrate only applies to --scenario {CALIBRATE_SCENARIO}, not {scenario.name!r}",
+                             f"use --scenario {CALIBRATE_SCENARIO} --calibrate {self.calibrate}")
         return self
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The parsed ``calibrate`` text, or None when there is none (every scenario but calibrate).
+
+        Raises UsageError if the text is invalid; after :meth:`validate` it never does.
+        """
+        return parse_calibration(self.calibrate) if self.calibrate is not None else None
 
     @property
     def effective_spawn_rate(self) -> float:
@@ -73,6 +96,8 @@ class RecordConfig:
         data["out"] = str(self.out)
         data["db"] = "embedded" if self.db == "embedded" else "url"
         data["spawn_rate"] = self.effective_spawn_rate
+        calibration = self.calibration
+        data["calibrate"] = asdict(calibration) if calibration is not None else None
         return data
 
 

@@ -22,7 +22,7 @@ from rich.text import Text
 from asyncprof import __version__
 from asyncprof.analysis.stats import percentile
 from asyncprof.collectors.loadgen import TAIL_SECONDS, RequestLogTail, start_locust
-from asyncprof.collectors.pyspy import failure_reason, pyspy_binary, start_pyspy
+from asyncprof.collectors.pyspy import SAMPLING_FLAGS, failure_reason, pyspy_binary, start_pyspy
 from asyncprof.collectors.server import start_server, worker_environment
 from asyncprof.config import RecordConfig
 from asyncprof.database import open_database, redact, seed
@@ -86,6 +86,20 @@ class _LiveStats:
         )
 
 
+def connection_policy(scenario: str, interface: str, view: str, connect: str, pool_size: int) -> str:
+    """How the target's views get their database connections in this run, in words (for the manifest)."""
+    if connect == "per-request":
+        return "a new connection opened and closed in every request"
+    if scenario == "orm":
+        if interface == "asgi":
+            return ("Django ORM, a new connection in every request (CONN_MAX_AGE=0: Django's connections are "
+                    "per request context under ASGI, persistent ones would never be reused)")
+        return "Django ORM, one persistent connection per worker thread (CONN_MAX_AGE=None)"
+    if view == "async":
+        return f"one asyncpg pool per worker, at most {pool_size} connections"
+    return "one persistent psycopg2 connection per worker thread"
+
+
 def record(config: RecordConfig, console: Console | None = None) -> Run:
     """Record one run as *config* says and return it (status complete).
 
@@ -105,7 +119,7 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
     run = Run.create(config.out, f"{mode.name}-{config.scenario}")
     instruments: dict[str, dict[str, Any]] = {
         "pyspy": {"enabled": config.pyspy, "rate_hz": config.pyspy_rate,
-                  "flags": ["--subprocesses", "--idle", "--threads"]
+                  "flags": [*SAMPLING_FLAGS]
                   + (["--nonblocking"] if config.pyspy_nonblocking else [])},
         "otel": {"enabled": config.otel, "otlp_endpoint": _otlp_endpoint_set()},
         "pyinstrument": {"enabled": config.pyinstrument, "every": config.profile_every},
@@ -117,6 +131,8 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
         server={"mode": mode.name, "interface": mode.interface, "host": config.host, "port": port,
                 "description": mode.description},
         instruments=instruments,
+        connections=connection_policy(config.scenario, mode.interface, config.view or mode.default_view,
+                                      config.connect, config.pool_size),
         versions=package_versions(),
         host=host_info(),
         started_unix=time.time(),
@@ -154,6 +170,7 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
             env = worker_environment(
                 run, mode, db_url=db.url, connect=config.connect, pool_size=config.pool_size,
                 rows=config.rows, otel=config.otel, profile_every=config.profile_every if config.pyinstrument else 0,
+                calibrate=config.calibrate,
             )
             spec = ServerSpec(host=config.host, port=port, workers=config.workers)
             with console.status(f"starting {config.workers} {mode.name} workers on {config.host}:{port}…"):

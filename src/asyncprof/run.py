@@ -7,7 +7,7 @@ Layout (all paths relative to the run directory)::
     locust/stats_*.csv    Locust's own CSV statistics
     spans/<pid>.jsonl     OTLP/JSON lines, one file per worker
     profiles/<trace>.pyisession  pyinstrument sessions of sampled requests
-    pyspy/samples.txt     py-spy collapsed stacks (all threads, idle included)
+    pyspy/samples.txt     py-spy collapsed stacks (GIL holder per worker)
     pyspy/speedscope.json the same samples for speedscope.app
     workers/<pid>.json    one file per worker that became ready
     logs/*.log            server, Locust and py-spy output

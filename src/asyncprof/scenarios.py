@@ -60,3 +60,11 @@ register(
         _per_flavour("orm"),
     )
 )
+register(
+    Scenario(
+        "calibrate",
+        "a request of known cost, set by --calibrate cpu_ms=A,db_ms=B,block_ms=C,hops=D: A ms of CPU, "
+        "B ms in pg_sleep, C ms of blocking time.sleep, D sync<->async crossings (default all 0)",
+        _per_flavour("calibrate"),
+    )
+)

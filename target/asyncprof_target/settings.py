@@ -61,12 +61,17 @@ ASGI_APPLICATION = "asyncprof_target.asgi.application"
 
 # The ORM scenario's connection policy mirrors the raw-SQL one: "persistent"
 # keeps a connection per worker thread (CONN_MAX_AGE=None), "per-request"
-# opens one in every request (CONN_MAX_AGE=0, Django's default).
+# opens one in every request (CONN_MAX_AGE=0, Django's default).  Under ASGI
+# Django's connections belong to each request's async context, so a persistent
+# one is never reused and never closed: they pile up until PostgreSQL refuses
+# clients.  Django's docs say to disable persistent connections under ASGI, so
+# there the ORM always opens one connection per request.
 _PERSISTENT = os.environ.get("ASYNCPROF_CONNECT", "persistent") == "persistent"
+_ASGI = os.environ.get("ASYNCPROF_INTERFACE") == "asgi"
 DATABASES = {
     "default": django_database(
         os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        conn_max_age=None if _PERSISTENT else 0,
+        conn_max_age=None if _PERSISTENT and not _ASGI else 0,
     )
 }
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from asyncprof_target import views
+from asyncprof_target import calibrate, views
 
 urlpatterns = [
     path("health/", views.health, name="health"),
@@ -10,4 +10,6 @@ urlpatterns = [
     path("async/seed/", views.seed_async, name="async-seed"),
     path("sync/orm/", views.orm_sync, name="sync-orm"),
     path("async/orm/", views.orm_async, name="async-orm"),
+    path("sync/calibrate/", calibrate.calibrate_sync, name="sync-calibrate"),
+    path("async/calibrate/", calibrate.calibrate_async, name="async-calibrate"),
 ]

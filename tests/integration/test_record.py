@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from asyncprof.analysis.requests import read_request_log
+from asyncprof.analysis.spans import SPAN_KIND_SERVER, iter_spans
 from tests.integration.helpers import SHORT, alive, asyncprof, manifest, only_run, report_json, started_pids
 
 pytestmark = pytest.mark.integration
@@ -32,7 +34,11 @@ def _check_run(run: Path, mode: str) -> dict:
     assert [e["name"] for e in r["endpoints"]] == [f"{r['view']}/seed"]
     assert r["instruments"]["otel"]["matched_requests"] >= 0.99 * r["requests"]
     sampled = r["instruments"]["pyspy"]["samples_by_pid"]
-    assert all(sampled.get(str(pid), 0) > 0 for pid in workers), (sampled, workers)
+    # With --gil only a worker running Python is sampled: every worker that served a real share of
+    # the measured window (keep-alive connections can leave one worker nearly idle on a short run).
+    served = _served_in_window(run, m)
+    busy = [pid for pid, n in served.items() if n >= 0.1 * r["requests"]]
+    assert busy and all(sampled.get(str(pid), 0) > 0 for pid in busy), (sampled, served)
     assert r["instruments"]["pyinstrument"]["profiles"] >= 1
     # The profiler ran where the view runs (under ASGI: in the request's task, not a hop thread).
     view = f"seed_{r['view']}"
@@ -41,6 +47,19 @@ def _check_run(run: Path, mode: str) -> dict:
     assert all(json.loads(text)["frame_records"] is not None for text in profiles)
     assert not any(alive(pid) for pid in started_pids(m)), "a process asyncprof started is still running"
     return r
+
+
+def _served_in_window(run: Path, m: dict) -> dict[int, int]:
+    """Requests of the measured window each worker served, from its server spans."""
+    window = m["window"]
+    log = read_request_log(run / "requests.tsv").window(window["start_unix"], window["end_unix"])
+    wanted = set(log.trace_id)
+    served: dict[int, int] = {}
+    for attrs, span in iter_spans(run / "spans"):
+        if span.get("kind") == SPAN_KIND_SERVER and span.get("traceId") in wanted:
+            pid = int(attrs["process.pid"])
+            served[pid] = served.get(pid, 0) + 1
+    return served
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -66,8 +85,10 @@ def test_record_orm_scenario_with_instruments_off(traces: Path, service_url: str
     proc = asyncprof("record", "--mode", "async", "--scenario", "orm", "--db", service_url, "--out", str(traces),
                      "--no-pyspy", "--no-otel", "--no-pyinstrument", *SHORT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    r = report_json(only_run(traces))
+    run = only_run(traces)
+    r = report_json(run)
     assert r["errors"] == 0 and r["requests"] > 20
+    assert "every request" in manifest(run)["connections"]
     assert r["endpoints"][0]["name"] == "async/orm"
     assert r["instruments"]["pyspy"]["samples"] == 0
     assert r["instruments"]["otel"]["spans"] == 0

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from asyncprof.analysis.stacks import count_samples, is_idle_frame, parse_line
 
 MASTER = 'process 10:"python -m gunicorn"'
@@ -38,3 +40,27 @@ def test_count_samples_totals_idle_and_per_process(tmp_path: Path) -> None:
     assert counts.samples == 10
     assert counts.idle == 7
     assert counts.by_pid == {11: 8, 10: 2}
+
+
+@pytest.mark.parametrize("leaf", [
+    "_worker (concurrent/futures/thread.py:81)",  # a thread-pool worker waiting on its queue
+    "EpollSelector.select (selectors.py:468)",  # an asyncio loop (or a sync worker) with nothing to do
+    "Arbiter.wait_for_signals (gunicorn/arbiter.py:425)",  # the gunicorn master
+    "Condition.wait (threading.py:331)",  # OTel's BatchSpanProcessor thread between exports
+    "Thread._wait_for_tstate_lock (threading.py:1139)",  # Thread.join waiting for the thread to end
+    "close_graceful (gunicorn/util.py:312)",  # gunicorn draining the client socket
+])
+def test_waiting_leaves_are_idle(leaf: str) -> None:
+    assert is_idle_frame(leaf)
+
+
+@pytest.mark.parametrize("leaf", [
+    "ThreadPoolExecutor.submit (concurrent/futures/thread.py:175)",
+    "Thread.start (threading.py:964)",
+    "BaseEventLoop._run_once (asyncio/base_events.py:1922)",
+    # The Python caller of a blocking C call cannot be told from the same line running: such
+    # samples are kept out by recording with --gil (the thread released the GIL), not by this table.
+    "CursorTracer.traced_execution (dbapi/__init__.py:880)",
+])
+def test_working_leaves_are_not_idle(leaf: str) -> None:
+    assert not is_idle_frame(leaf)

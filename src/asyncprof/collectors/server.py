@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from asyncprof.calibration import ENV_VAR as CALIBRATE_ENV
 from asyncprof.errors import ServerError
 from asyncprof.modes import Mode, ServerSpec
 from asyncprof.processes import ManagedProcess, ProcessGroup
@@ -25,11 +26,14 @@ def target_dir() -> Path:
 
 
 def worker_environment(run: Run, mode: Mode, *, db_url: str, connect: str, pool_size: int, rows: int,
-                       otel: bool, profile_every: int) -> dict[str, str]:
+                       otel: bool, profile_every: int, calibrate: str | None = None) -> dict[str, str]:
     """The environment of the server process: the contract of :mod:`asyncprof.worker.env`.
 
     Secrets (the database URL, a fresh SECRET_KEY) travel here and only here:
-    they are never written to the run directory.
+    they are never written to the run directory.  *calibrate* (the canonical
+    text of :class:`asyncprof.calibration.Calibration`) becomes
+    ``ASYNCPROF_CALIBRATE`` for the calibrate views; when None, any inherited
+    ``ASYNCPROF_CALIBRATE`` is removed so the workers do what the manifest says.
     """
     env = dict(os.environ)
     env.update(
@@ -38,6 +42,7 @@ def worker_environment(run: Run, mode: Mode, *, db_url: str, connect: str, pool_
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DATABASE_URL": db_url,
             "ASYNCPROF_CONNECT": connect,
+            "ASYNCPROF_INTERFACE": mode.interface,
             "ASYNCPROF_POOL_SIZE": str(pool_size),
             "ASYNCPROF_ROWS": str(rows),
             worker_env.RUN_DIR: str(run.path.resolve()),
@@ -49,6 +54,10 @@ def worker_environment(run: Run, mode: Mode, *, db_url: str, connect: str, pool_
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if calibrate is None:
+        env.pop(CALIBRATE_ENV, None)
+    else:
+        env[CALIBRATE_ENV] = calibrate
     return env
 
 
