@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="let py-spy pause the workers for each sample (more exact stacks, much costlier)")
     rec.add_argument("--no-otel", dest="otel", action="store_false", help="no OpenTelemetry spans")
     rec.add_argument("--no-pyinstrument", dest="pyinstrument", action="store_false", help="no pyinstrument profiles")
+    rec.add_argument("--no-accounting", dest="accounting", action="store_false",
+                     help="no per-request time accounting in the workers (the report then has no breakdown)")
     rec.add_argument("--profile-every", type=int, default=100, help="profile one request in N per worker (default 100)")
     rec.add_argument("--calibrate", metavar="cpu_ms=A,db_ms=B,block_ms=C,hops=D",
                      help="the calibrate scenario's cost per request: A ms of CPU, B ms in pg_sleep, C ms blocked in "
@@ -112,6 +114,7 @@ def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
         spawn_rate=args.spawn_rate, duration=args.duration, warmup=args.warmup, db=args.db, rows=args.rows,
         pool_size=args.pool_size, connect=args.connect, host=args.host, port=args.port, pyspy=args.pyspy,
         pyspy_rate=args.pyspy_rate, pyspy_nonblocking=args.pyspy_nonblocking, otel=args.otel, pyinstrument=args.pyinstrument,
+        accounting=args.accounting,
         profile_every=args.profile_every, out=args.out or default_parent(), calibrate=args.calibrate,
     )
     try:

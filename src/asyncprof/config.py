@@ -37,6 +37,7 @@ class RecordConfig:
     pyspy_nonblocking: bool = True
     otel: bool = True
     pyinstrument: bool = True
+    accounting: bool = True
     profile_every: int = 100
     out: Path = field(default_factory=lambda: Path("traces"))
     calibrate: str | None = None  # the calibrate scenario's cost; canonical after validate()

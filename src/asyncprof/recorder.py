@@ -22,6 +22,7 @@ from rich.text import Text
 from asyncprof import __version__
 from asyncprof.analysis.stats import percentile
 from asyncprof.collectors.loadgen import TAIL_SECONDS, RequestLogTail, start_locust
+from asyncprof.collectors.procstat import CpuSnapshot, cpu_window
 from asyncprof.collectors.pyspy import SAMPLING_FLAGS, failure_reason, pyspy_binary, start_pyspy
 from asyncprof.collectors.server import start_server, worker_environment
 from asyncprof.config import RecordConfig
@@ -123,6 +124,7 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
                   + (["--nonblocking"] if config.pyspy_nonblocking else [])},
         "otel": {"enabled": config.otel, "otlp_endpoint": _otlp_endpoint_set()},
         "pyinstrument": {"enabled": config.pyinstrument, "every": config.profile_every},
+        "accounting": {"enabled": config.accounting},
     }
     run.update(
         asyncprof_version=__version__,
@@ -170,7 +172,7 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
             env = worker_environment(
                 run, mode, db_url=db.url, connect=config.connect, pool_size=config.pool_size,
                 rows=config.rows, otel=config.otel, profile_every=config.profile_every if config.pyinstrument else 0,
-                calibrate=config.calibrate,
+                calibrate=config.calibrate, accounting=config.accounting,
             )
             spec = ServerSpec(host=config.host, port=port, workers=config.workers)
             with console.status(f"starting {config.workers} {mode.name} workers on {config.host}:{port}…"):
@@ -206,7 +208,14 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
     first: float | None = None
     window: dict[str, float] = {}
     pyspy: ManagedProcess | None = None
+    cpu_start: CpuSnapshot | None = None
     planned = config.warmup + config.duration
+
+    def snapshot() -> CpuSnapshot:
+        pids: dict[str, int | None] = {f"worker:{pid}": pid for pid in run.manifest["pids"].get("workers", [])}
+        pids.update(server=server.pid, locust=load.pid, pyspy=pyspy.pid if pyspy is not None else None)
+        return CpuSnapshot.take(pids)
+
     label = f"{config.mode}/{config.scenario}"
     try:
         with Live(Text("waiting for the first request…"), console=console, refresh_per_second=4,
@@ -225,6 +234,10 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                     run.update(window=dict(window))
                     if config.pyspy:
                         pyspy = _start_pyspy(group, run, server.pid, config, instruments, console)
+                    cpu_start = snapshot()
+                elif cpu_start is not None and now >= window["end_unix"]:
+                    run.update(cpu_window=cpu_window(cpu_start, snapshot()))
+                    cpu_start = None
                 if not server.running():
                     raise ServerError("the server exited during the run", f"see {run.logs_dir / 'server.log'}")
                 elapsed = now - first if first else 0.0
@@ -242,6 +255,8 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
             window = {"start_unix": first + config.warmup, "end_unix": max(end, first + config.warmup)}
         if window:
             run.update(window=dict(window))
+        if cpu_start is not None:  # the run ended before its window did
+            run.update(cpu_window=cpu_window(cpu_start, snapshot()))
         if pyspy is not None:
             # py-spy stops by itself at the end of its duration; on early exit, SIGINT makes it write.
             if pyspy.wait(max(0.0, window.get("end_unix", end) - time.time()) + 10) is None:
@@ -277,6 +292,7 @@ def _finish(run: Run, status: str, error: str | None, instruments: dict[str, dic
         "pyspy": {"samples_file": samples.exists()},
         "otel": {"span_files": len(list(run.spans_dir.glob("*.jsonl")))},
         "pyinstrument": {"profiles": len(list(run.profiles_dir.glob("*.pyisession")))},
+        "accounting": {"record_files": len(list((run.path / "accounting").glob("*.tsv")))},
     }
     if samples.exists():
         with contextlib.suppress(OSError):

@@ -78,7 +78,7 @@ class Run:
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(2)}"
         path = parent / run_id
         path.mkdir(mode=0o700)
-        for sub in ("spans", "profiles", "pyspy", "workers", "logs", "locust"):
+        for sub in ("spans", "profiles", "pyspy", "workers", "logs", "locust", "accounting"):
             (path / sub).mkdir(mode=0o700)
         run = cls(path=path, manifest={"run_id": run_id, "status": "running"})
         run.save()

@@ -26,7 +26,8 @@ def target_dir() -> Path:
 
 
 def worker_environment(run: Run, mode: Mode, *, db_url: str, connect: str, pool_size: int, rows: int,
-                       otel: bool, profile_every: int, calibrate: str | None = None) -> dict[str, str]:
+                       otel: bool, profile_every: int, calibrate: str | None = None,
+                       accounting: bool = True) -> dict[str, str]:
     """The environment of the server process: the contract of :mod:`asyncprof.worker.env`.
 
     Secrets (the database URL, a fresh SECRET_KEY) travel here and only here:
@@ -42,13 +43,14 @@ def worker_environment(run: Run, mode: Mode, *, db_url: str, connect: str, pool_
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DATABASE_URL": db_url,
             "ASYNCPROF_CONNECT": connect,
-            "ASYNCPROF_INTERFACE": mode.interface,
+            worker_env.INTERFACE: mode.interface,
             "ASYNCPROF_POOL_SIZE": str(pool_size),
             "ASYNCPROF_ROWS": str(rows),
             worker_env.RUN_DIR: str(run.path.resolve()),
             worker_env.RUN_ID: run.run_id,
             worker_env.MODE: mode.name,
             worker_env.OTEL: "1" if otel else "0",
+            worker_env.ACCOUNTING: "1" if accounting else "0",
             worker_env.PROFILE_EVERY: str(profile_every),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(target_dir()), env.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",

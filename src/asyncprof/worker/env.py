@@ -15,6 +15,8 @@ OTEL = "ASYNCPROF_OTEL"
 PROFILE_EVERY = "ASYNCPROF_PROFILE_EVERY"
 WSGI_APP = "ASYNCPROF_WSGI_APP"
 ASGI_APP = "ASYNCPROF_ASGI_APP"
+ACCOUNTING = "ASYNCPROF_ACCOUNTING"
+INTERFACE = "ASYNCPROF_INTERFACE"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class WorkerEnv:
     profile_every: int
     wsgi_app: str
     asgi_app: str
+    accounting: bool
+    interface: str
 
     @classmethod
     def read(cls) -> "WorkerEnv":
@@ -39,4 +43,6 @@ class WorkerEnv:
             profile_every=int(os.environ.get(PROFILE_EVERY, "0") or 0),
             wsgi_app=os.environ.get(WSGI_APP, "asyncprof_target.wsgi:application"),
             asgi_app=os.environ.get(ASGI_APP, "asyncprof_target.asgi:application"),
+            accounting=os.environ.get(ACCOUNTING, "0") == "1",
+            interface=os.environ.get(INTERFACE, ""),
         )

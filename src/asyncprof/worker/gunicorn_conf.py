@@ -11,10 +11,15 @@ from asyncprof.worker import hooks
 
 # Gunicorn's own default; stated so the manifest's command line explains itself.
 graceful_timeout = 10
+# gunicorn >= 24 opens a control socket under ~/.gunicorn by default: a measuring run must not
+# leave a control channel into the user's home directory (older gunicorns ignore the setting).
+control_socket_disable = True
 
 
 def post_fork(server: Any, worker: Any) -> None:
     hooks.install_tracing()
+    hooks.install_accounting()
+    hooks.flush_at_server_shutdown()
 
 
 def post_worker_init(worker: Any) -> None:

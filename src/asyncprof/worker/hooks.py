@@ -72,6 +72,14 @@ def install_tracing() -> None:
     _provider = provider
 
 
+def install_accounting() -> None:
+    """Start the per-request accounting (after fork, before the app is loaded and wrapped)."""
+    if ENV.accounting:
+        from asyncprof.worker import accounting
+
+        accounting.install(ENV.run_dir, interface=ENV.interface, otel=ENV.otel)
+
+
 def prepare_django() -> None:
     """Put the profiling middleware first in the user's MIDDLEWARE, without editing their settings."""
     if ENV.profile_every <= 0:
@@ -90,7 +98,15 @@ def load_app(spec: str) -> Any:
 
 
 def wrap_wsgi(app: Any) -> Any:
-    """Wrap a WSGI app in OTel's WSGI middleware (a server span per request, joined to traceparent)."""
+    """Wrap a WSGI app in the accounting, then in OTel's WSGI middleware (a server span per request).
+
+    OTel is outermost so that its span is current while the accounting runs and can carry the
+    request's breakdown as attributes.
+    """
+    if ENV.accounting:
+        from asyncprof.worker import accounting
+
+        app = accounting.wrap_wsgi(app)
     if not ENV.otel:
         return app
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
@@ -105,7 +121,12 @@ def wrap_asgi(app: Any) -> Any:
     so under ASGI Django would run it through sync_to_async and add two
     thread hops to every request, the very cost we are trying to measure.
     The per-message receive/send spans are excluded for the same reason.
+    The accounting sits inside it, as under WSGI.
     """
+    if ENV.accounting:
+        from asyncprof.worker import accounting
+
+        app = accounting.wrap_asgi(app)
     if not ENV.otel:
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -144,9 +165,37 @@ def announce_ready(worker: Any) -> None:
     tmp.replace(path)
 
 
+def flush_at_server_shutdown() -> None:
+    """Make uvicorn's server flush the instruments as it finishes shutting down.
+
+    uvicorn re-raises the SIGTERM it caught once it has shut down, so a uvicorn worker dies by
+    that signal and gunicorn's ``worker_exit`` hook never runs in it.
+    """
+    try:
+        from uvicorn.server import Server
+    except ImportError:
+        return
+    if getattr(Server.shutdown, "_asyncprof", False):
+        return
+    original = Server.shutdown
+
+    async def shutdown_then_flush(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await original(self, *args, **kwargs)
+        finally:
+            shutdown()
+
+    shutdown_then_flush._asyncprof = True  # type: ignore[attr-defined]
+    Server.shutdown = shutdown_then_flush  # type: ignore[method-assign]
+
+
 def shutdown() -> None:
-    """Flush and close the span exporters; called when the worker exits."""
+    """Write the accounting's last records, flush and close the span exporters; at worker exit."""
     global _provider
+    if ENV.accounting:
+        from asyncprof.worker import accounting
+
+        accounting.close()
     if _provider is not None:
         _provider.shutdown()
         _provider = None

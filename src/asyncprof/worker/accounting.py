@@ -1,0 +1,227 @@
+"""Per-request time accounting inside the workers: the source of the report's breakdown.
+
+``install()`` (after fork) patches the call sites where requests wait
+(:mod:`asyncprof.worker.call_hooks`); ``wrap_wsgi``/``wrap_asgi`` put a thin layer right
+around the user's application that opens a :class:`~asyncprof.worker.record.RequestRecord`
+per request and closes it when the last body byte is handed to the server; under ASGI the
+first call also installs the loop hooks (:mod:`asyncprof.worker.loop_hooks`) on the running
+loop.  Finished records go to ``accounting/<pid>.tsv`` and, when OTel is on, onto the
+request's server span as ``asyncprof.*`` attributes; ``close()`` writes the worker summary
+``accounting/<pid>.json``.
+
+Everything here runs on the measured path, so it stays small: no allocation per step beyond
+the clocks, no I/O per request (records are written in batches).
+"""
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from asyncprof.worker import call_hooks, loop_hooks
+from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, schedstat_available, thread_time_ns
+from asyncprof.worker.record import RecordWriter, RequestRecord, current
+from asyncprof.worker.record_format import ACCOUNTING_DIR
+
+_writer: RecordWriter | None = None
+_summary: dict[str, Any] = {}
+_otel = False
+_requests = 0
+
+
+def install(run_dir: str | None, *, interface: str, otel: bool) -> None:
+    """Patch the waiting call sites and open this worker's record file; once per process."""
+    global _writer, _otel
+    if _writer is not None or not run_dir:
+        return
+    _otel = otel
+    _writer = RecordWriter(Path(run_dir, ACCOUNTING_DIR))
+    _summary.update(
+        pid=os.getpid(),
+        interface=interface,
+        loop=None,
+        ready_wait_measured=False,
+        schedstat=schedstat_available(),
+        hooks={
+            "asgiref": call_hooks.install_asgiref(),
+            "psycopg2": call_hooks.install_psycopg2(),
+            "asyncpg": call_hooks.install_asyncpg(),
+            "time.sleep": True,
+        },
+        thread_cpu_at_install_s=time.thread_time(),
+    )
+    call_hooks.install_sleep()
+
+
+def _clock_cost_ns(reps: int = 500, batches: int = 5) -> float:
+    """What reading the three clocks once costs on this machine (the hooks' unit of cost).
+
+    Measured warm, at exit, as the fastest of a few batches: preemption on a busy machine only
+    ever adds time, so the minimum is the closest to the cost itself.
+    """
+    best = float("inf")
+    for _ in range(batches):
+        t0 = perf_counter_ns()
+        for _ in range(reps):
+            perf_counter_ns(), run_delay_ns(), thread_time_ns()
+        best = min(best, (perf_counter_ns() - t0) / reps)
+    return best
+
+
+def _trace_id(traceparent: str | bytes | None) -> str:
+    """The trace id of a W3C traceparent (``00-<32 hex>-<16 hex>-<2 hex>``), or ''."""
+    if not traceparent:
+        return ""
+    if isinstance(traceparent, bytes):
+        traceparent = traceparent.decode("latin-1")
+    parts = traceparent.split("-")
+    return parts[1].lower() if len(parts) >= 4 and len(parts[1]) == 32 else ""
+
+
+def _current_span() -> Any:
+    if not _otel:
+        return None
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    return span if span.is_recording() else None
+
+
+def _finish(rec: RequestRecord) -> None:
+    global _requests
+    rec.end_ns = perf_counter_ns()
+    rec.closed = True
+    _requests += 1
+    if rec.span is not None:
+        rec.span.set_attributes(rec.attributes())
+    if _writer is not None:
+        _writer.add(rec)
+
+
+# --- WSGI -------------------------------------------------------------------------------------
+
+
+class _ClosingBody:
+    """The response iterable, closing the request's record when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], rec: RequestRecord, c0: int, r0: int) -> None:
+        self.body, self.rec, self.c0, self.r0 = body, rec, c0, r0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()  # Django sends request_finished here: part of the request
+        finally:
+            _finish_wsgi(self.rec, self.c0, self.r0)
+
+
+def _finish_wsgi(rec: RequestRecord, c0: int, r0: int) -> None:
+    if rec.closed:
+        return
+    c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
+    rec.add_running(t1 - rec.start_ns, c1 - c0, r1 - r0)
+    _finish(rec)
+    current.set(None)
+
+
+def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """Account every request of a WSGI *app*, from the call to the response's ``close()``."""
+    if _writer is None:
+        return app
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
+        rec = RequestRecord(_trace_id(environ.get("HTTP_TRACEPARENT")), environ.get("PATH_INFO", ""),
+                            time.time(), t0)
+        rec.span = _current_span()
+        current.set(rec)  # not reset on return: the server iterates and closes the body after
+        try:
+            body = app(environ, start_response)
+        except BaseException:
+            _finish_wsgi(rec, c0, r0)
+            raise
+        return _ClosingBody(body, rec, c0, r0)
+
+    return application
+
+
+# --- ASGI -------------------------------------------------------------------------------------
+
+
+def _install_loop() -> None:
+    if _summary.get("loop") is not None:
+        return
+    loop = asyncio.get_running_loop()
+    _summary["loop"] = type(loop).__module__.split(".")[0]
+    _summary["ready_wait_measured"] = loop_hooks.install(loop)
+
+
+def wrap_asgi(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Account every HTTP request of an ASGI *app*, from its task's creation to the last body."""
+    if _writer is None:
+        return app
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        _install_loop()  # the first call (lifespan startup under uvicorn) comes before any request
+        if scope.get("type") != "http":
+            return await app(scope, receive, send)
+        now = perf_counter_ns()
+        start = loop_hooks.request_start_ns() or now
+        traceparent = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
+        rec = RequestRecord(_trace_id(traceparent), scope.get("path", ""), time.time() - (now - start) / 1e9, start)
+        rec.span = _current_span()
+        current.set(rec)
+        loop_hooks.first_wait(rec)
+
+        async def accounted_send(message: dict[str, Any]) -> None:
+            # The request ends as its last body message is handed over: OTel's ASGI middleware
+            # (outside) ends the server span inside this send, so the attributes go on before.
+            if message.get("type") == "http.response.body" and not message.get("more_body", False) and not rec.closed:
+                loop_hooks.finish_running(rec)
+                _finish(rec)
+            await send(message)
+
+        try:
+            await app(scope, receive, accounted_send)
+        finally:
+            if not rec.closed:  # an app that failed or never finished its body
+                loop_hooks.finish_running(rec)
+                _finish(rec)
+
+    return application
+
+
+# --- worker exit --------------------------------------------------------------------------------
+
+
+def close() -> None:
+    """Write the pending records and the worker summary (``accounting/<pid>.json``); idempotent."""
+    if _writer is None:
+        return
+    _writer.flush()
+    stats = loop_hooks.STATS
+    clock = _summary["clock_read_ns"] = round(_clock_cost_ns(), 1)
+    # Clock reads: 2 per step, 2 per hop side, 2 per request, 2 per timed select; call_soon marks
+    # cost about one clock read each.  An estimate; scripts/bench-accounting measures the real cost.
+    reads = 2 * stats.steps + 2 * _requests + stats.ready_marks + 4 * sum(call_hooks.HOP_SITES.values())
+    reads += 2 * call_hooks.STATS.timed_waits
+    _summary.update(
+        requests=_requests,
+        records_written=_writer.written,
+        hop_sites=dict(call_hooks.HOP_SITES.most_common()),
+        steps=stats.steps,
+        steps_cpu_s=stats.steps_cpu_ns / 1e9 if stats.steps else None,
+        loop_thread_cpu_s=(time.thread_time() - _summary["thread_cpu_at_install_s"]) if stats.steps else None,
+        hook_cost_us_per_request=round(reads * clock / 1000 / _requests, 2) if _requests else None,
+    )
+    path = _writer.path.with_suffix(".json")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_summary, indent=1))
+    tmp.replace(path)

@@ -1,0 +1,260 @@
+"""Hooks on the calls where a request waits: thread hops, database drivers, ``time.sleep``.
+
+Each hook finds the request in ``record.current`` and does nothing else when there is none,
+so code outside requests (startup, the span exporter's thread) pays one context-variable read.
+
+* asgiref ``SyncToAsync.__call__``: one hop; its wall time minus what the request did on the
+  loop meanwhile and minus the sync function's own run is ``thread_hop`` (dispatch, thread
+  start, the executor queue, the result's way back).  ``SyncToAsync.thread_handler`` runs the
+  sync function on the hop thread; it is timed there with that thread's clocks, so its CPU is
+  ``cpu``, its run delay ``os_run_queue``, its psycopg2 waits ``db_wait``.  Call sites (the sync
+  function's qualified name: a middleware's ``process_request``, a signal's ``send``, an ORM
+  method) are counted per worker.
+* psycopg2: a wait callback (``extensions.set_wait_callback``) replaces libpq's blocking waits
+  with a timed ``select``: time there is waiting for PostgreSQL (``db_wait``, or ``db_connect``
+  while the connection is being set up); driver CPU stays in ``cpu``.
+* asyncpg: ``Connection._execute``/``execute``/``_executemany`` and ``connect``: the call's wall
+  time minus the request's loop time over it is ``db_wait``/``db_connect``; ``Pool._acquire``
+  the same for ``db_connect`` (its part not spent opening a connection is ``pool_wait``).
+* ``time.sleep``: ``blocking`` (under ASGI it blocks the whole loop, which the other requests
+  see as ``event_loop``).
+"""
+
+import functools
+import select
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
+from asyncprof.worker.record import RequestRecord, current
+
+HOP_SITES: Counter[str] = Counter()
+
+
+class CallStats:
+    """Counts of timed calls, for the hooks' cost estimate."""
+
+    timed_waits = 0
+
+
+STATS = CallStats()
+_original_sleep = time.sleep
+
+
+def _site(func: Any) -> str:
+    """A readable name for a hop's sync function (bound methods keep their class)."""
+    func = getattr(func, "func", func)  # functools.partial
+    owner = getattr(func, "__self__", None)
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or type(func).__qualname__
+    if owner is not None and "." not in name:
+        name = f"{type(owner).__qualname__}.{name}"
+    elif owner is not None and not isinstance(owner, type):
+        name = f"{type(owner).__qualname__}.{name.rsplit('.', 1)[-1]}"
+    return name
+
+
+def install_asgiref() -> bool:
+    """Patch asgiref's SyncToAsync; False when asgiref is not importable."""
+    try:
+        from asgiref.sync import SyncToAsync
+    except ImportError:
+        return False
+    if getattr(SyncToAsync.__call__, "_asyncprof", False):
+        return True
+    original_call = SyncToAsync.__call__
+    original_handler = SyncToAsync.thread_handler
+
+    @functools.wraps(original_call)
+    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rec = current.get()
+        if rec is None or rec.closed:
+            return await original_call(self, *args, **kwargs)
+        t0 = perf_counter_ns()
+        busy0 = rec.busy_ns(t0)
+        try:
+            return await original_call(self, *args, **kwargs)
+        finally:
+            t1 = perf_counter_ns()
+            rec.hops += 1
+            HOP_SITES[_site(self.func)] += 1
+            rec.thread_hop += (t1 - t0) - (rec.busy_ns(t1) - busy0)
+
+    def thread_handler(self: Any, loop: Any, exc_info: Any, task_context: Any, func: Any, *args: Any,
+                       **kwargs: Any) -> Any:
+        def timed_func(child: Callable[[], Any]) -> Any:
+            def timed_child() -> Any:  # runs inside the request's copied context
+                rec = current.get()
+                if rec is None or rec.closed:
+                    return child()
+                t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
+                try:
+                    return child()
+                finally:
+                    c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
+                    rec.hop_inner_wall += t1 - t0
+                    rec.add_running(t1 - t0, c1 - c0, r1 - r0)
+
+            return func(timed_child)
+
+        return original_handler(self, loop, exc_info, task_context, timed_func, *args, **kwargs)
+
+    call._asyncprof = True  # type: ignore[attr-defined]
+    SyncToAsync.__call__ = call  # type: ignore[method-assign]
+    SyncToAsync.thread_handler = thread_handler  # type: ignore[method-assign]
+    return True
+
+
+def _timed_select(rec: RequestRecord, rlist: list[int], wlist: list[int], connecting: bool) -> None:
+    STATS.timed_waits += 1
+    t0, r0 = perf_counter_ns(), run_delay_ns()
+    select.select(rlist, wlist, [])
+    t1, r1 = perf_counter_ns(), run_delay_ns()
+    blocked = max(0, (t1 - t0) - (r1 - r0))
+    rec.blocked_known += blocked
+    if connecting:
+        rec.db_connect += blocked
+    else:
+        rec.db_wait += blocked
+
+
+def install_psycopg2() -> bool:
+    """Set psycopg2's wait callback (the same protocol psycogreen uses); False without psycopg2."""
+    try:
+        import psycopg2.extensions as ext
+    except ImportError:
+        return False
+    ready_states = {ext.STATUS_READY, ext.STATUS_BEGIN, ext.STATUS_PREPARED}
+
+    def wait(conn: Any) -> None:
+        rec = current.get()
+        if rec is not None and rec.closed:
+            rec = None
+        connecting = conn.status not in ready_states
+        if rec is not None and not connecting:
+            rec.queries += 1
+        while True:
+            try:
+                state = conn.poll()
+                if state == ext.POLL_OK:
+                    return
+                fd = conn.fileno()
+                rlist, wlist = ([fd], []) if state == ext.POLL_READ else ([], [fd])
+                if state not in (ext.POLL_READ, ext.POLL_WRITE):
+                    raise conn.OperationalError(f"bad state from poll: {state}")
+                if rec is None:
+                    select.select(rlist, wlist, [])
+                else:
+                    _timed_select(rec, rlist, wlist, connecting)
+            except KeyboardInterrupt:
+                conn.cancel()  # as psycopg2.extras.wait_select does: let the server stop the query
+                continue
+
+    ext.set_wait_callback(wait)
+    return True
+
+
+def _own_wait(rec: RequestRecord, t0: int, busy0: int) -> int:
+    t1 = perf_counter_ns()
+    return max(0, (t1 - t0) - (rec.busy_ns(t1) - busy0))
+
+
+def _wrap_query(original: Any) -> Any:
+    @functools.wraps(original)
+    async def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rec = current.get()
+        if rec is None or rec.closed or rec.db_depth:
+            return await original(self, *args, **kwargs)
+        rec.db_depth += 1
+        t0 = perf_counter_ns()
+        busy0 = rec.busy_ns(t0)
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            rec.db_depth -= 1
+            rec.queries += 1
+            rec.db_wait += _own_wait(rec, t0, busy0)
+
+    return query
+
+
+def _wrap_connect(original: Any) -> Any:
+    @functools.wraps(original)
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        rec = current.get()
+        if rec is None or rec.closed:
+            return await original(*args, **kwargs)
+        t0 = perf_counter_ns()
+        busy0 = rec.busy_ns(t0)
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            own = _own_wait(rec, t0, busy0)
+            if rec.acquiring:
+                rec.connect_own += own  # Pool._acquire accounts the whole wait
+            else:
+                rec.db_connect += own
+
+    return connect
+
+
+def _wrap_acquire(original: Any) -> Any:
+    @functools.wraps(original)
+    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rec = current.get()
+        if rec is None or rec.closed or rec.acquiring:
+            return await original(self, *args, **kwargs)
+        rec.acquiring = True
+        rec.connect_own = 0
+        t0 = perf_counter_ns()
+        busy0 = rec.busy_ns(t0)
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            rec.acquiring = False
+            own = _own_wait(rec, t0, busy0)
+            rec.db_connect += own
+            rec.pool_wait += max(0, own - rec.connect_own)
+
+    return acquire
+
+
+def install_asyncpg() -> bool:
+    """Wrap asyncpg's query, connect and pool-acquire coroutines; False without asyncpg."""
+    try:
+        import asyncpg
+        import asyncpg.connection
+        import asyncpg.pool
+    except ImportError:
+        return False
+    conn_cls = asyncpg.connection.Connection
+    if getattr(conn_cls._execute, "_asyncprof", False):
+        return True
+    for name in ("_execute", "execute", "_executemany"):
+        wrapped = _wrap_query(getattr(conn_cls, name))
+        wrapped._asyncprof = True  # type: ignore[attr-defined]
+        setattr(conn_cls, name, wrapped)
+    connect = _wrap_connect(asyncpg.connection.connect)
+    asyncpg.connection.connect = connect  # the pool looks it up here when it is created
+    asyncpg.connect = connect
+    asyncpg.pool.Pool._acquire = _wrap_acquire(asyncpg.pool.Pool._acquire)  # type: ignore[method-assign]
+    return True
+
+
+def sleep(seconds: float) -> None:
+    """``time.sleep``, with the time charged to the request as ``blocking``."""
+    rec = current.get()
+    if rec is None or rec.closed:
+        return _original_sleep(seconds)
+    t0 = perf_counter_ns()
+    try:
+        _original_sleep(seconds)
+    finally:
+        blocked = perf_counter_ns() - t0
+        rec.blocking += blocked
+        rec.blocked_known += blocked
+
+
+def install_sleep() -> None:
+    time.sleep = sleep

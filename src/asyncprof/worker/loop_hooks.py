@@ -1,0 +1,189 @@
+"""Time every task step on the event loop, and when each task became ready to run.
+
+Two hooks on the worker's running loop:
+
+* a task factory wraps each new task's coroutine in :class:`TimedCoroutine`, whose ``send``
+  and ``throw`` (one task step each) read the three clocks before and after and charge the
+  step to the request in the task's context (``record.current``);
+* an instance-level ``call_soon`` notes when a task is scheduled to run (a task's step and
+  wakeup callbacks carry the task as ``__self__``).  The time from there to the step's start
+  is time the request was ready while the loop ran something else: ``event_loop``, minus the
+  loop thread's run delay over it (``os_run_queue``).  A request with several tasks (Django
+  runs the view in a child task beside a disconnect listener) counts the union: it waits on
+  the loop while one of its tasks is ready and none runs.
+
+The factory works on any loop that honours ``set_task_factory`` (asyncio and uvloop);
+``call_soon`` can only be replaced on asyncio's pure-Python loops, so under uvloop ready-waits
+are not measured (``ready_wait_measured`` False) and land in ``other``.
+"""
+
+import asyncio
+import collections.abc
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
+from asyncprof.worker.record import RequestRecord, current
+
+
+class LoopStats:
+    """Totals of the loop thread, for the worker summary and the hooks' cost estimate."""
+
+    steps = 0
+    steps_cpu_ns = 0
+    ready_marks = 0
+    last_rd = 0  # the loop thread's run delay at the latest step boundary
+
+
+STATS = LoopStats()
+
+
+class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """A coroutine wrapper that accounts each step of the task running it."""
+
+    __slots__ = ("_coro", "rec", "created_ns", "ready_ns", "ready_rd", "is_ready", "t0", "c0", "r0")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._coro = coro
+        # Tasks created inside a request belong to it; the request's first task gets its record
+        # during its first step (see TimedCoroutine._step and accounting.wrap_asgi).
+        self.rec: RequestRecord | None = current.get()
+        self.created_ns = perf_counter_ns()
+        self.ready_ns = 0
+        self.ready_rd = 0
+        self.is_ready = False
+        self.t0 = self.c0 = self.r0 = 0
+
+    def send(self, value: Any) -> Any:
+        return self._step(self._coro.send, value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._step(self._coro.throw, typ)
+        return self._step(lambda _: self._coro.throw(typ, val, tb), None)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
+
+    def __getattr__(self, name: str) -> Any:  # cr_frame, cr_code, __qualname__ for asyncio's reprs
+        return getattr(self._coro, name)
+
+    def _step(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        t0 = perf_counter_ns()
+        r0 = run_delay_ns()
+        c0 = thread_time_ns()
+        self.t0, self.c0, self.r0 = t0, c0, r0
+        rec = self.rec
+        if rec is not None and not rec.closed:
+            if self.is_ready:
+                self.is_ready = False
+                rec.ready_tasks -= 1
+            if rec.ready_since:
+                wait, delay = t0 - rec.ready_since, max(0, r0 - rec.ready_rd)
+                rec.ready_wall += wait
+                rec.event_loop += max(0, wait - delay)
+                rec.run_delay += delay
+                rec.ready_since = 0
+            rec.running = True
+            rec.step_t0, rec.step_c0, rec.step_r0 = t0, c0, r0
+        else:
+            self.is_ready = False
+        try:
+            return fn(arg)
+        finally:
+            c1 = thread_time_ns()
+            r1 = run_delay_ns()
+            t1 = perf_counter_ns()
+            STATS.steps += 1
+            STATS.steps_cpu_ns += c1 - c0
+            STATS.last_rd = r1
+            rec = self.rec
+            if rec is None:
+                rec = self.rec = current.get()  # the request's first task: the record began mid-step
+            if rec is not None and not rec.closed:
+                t_start, c_start, r_start = (rec.step_t0, rec.step_c0, rec.step_r0) if rec.running else (t0, c0, r0)
+                rec.steps_wall += t1 - t_start
+                rec.add_running(t1 - t_start, c1 - c_start, r1 - r_start)
+                rec.running = False
+                if rec.ready_tasks > 0:
+                    rec.ready_since, rec.ready_rd = t1, r1
+
+
+def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Task[Any]":
+    """The loop's task factory: the usual Task, around a timed coroutine."""
+    if isinstance(coro, collections.abc.Coroutine) and not isinstance(coro, TimedCoroutine):
+        coro = TimedCoroutine(coro)
+    return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+def _mark_ready(callback: Any) -> None:
+    task = getattr(callback, "__self__", None)
+    if not isinstance(task, asyncio.Task):
+        return
+    coro = task.get_coro()
+    if not isinstance(coro, TimedCoroutine) or coro.is_ready:
+        return
+    STATS.ready_marks += 1
+    coro.is_ready = True
+    now = perf_counter_ns()
+    coro.ready_ns, coro.ready_rd = now, STATS.last_rd
+    rec = coro.rec
+    if rec is not None and not rec.closed:
+        rec.ready_tasks += 1
+        if not rec.running and not rec.ready_since:
+            # The loop thread's run delay at the latest step boundary stands in for "now":
+            # reading schedstat here too would double the hooks' cost for a few microseconds.
+            rec.ready_since, rec.ready_rd = now, STATS.last_rd
+
+
+def install(loop: asyncio.AbstractEventLoop) -> bool:
+    """Install both hooks on *loop*; return whether ready-waits can be measured on it."""
+    if loop.get_task_factory() is None:
+        loop.set_task_factory(task_factory)  # type: ignore[arg-type]
+    original = loop.call_soon
+
+    def call_soon(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        _mark_ready(callback)
+        return original(callback, *args, context=context)
+
+    try:
+        loop.call_soon = call_soon  # type: ignore[method-assign]
+    except (AttributeError, TypeError):  # uvloop: a C type without an instance dict
+        return False
+    return True
+
+
+def first_wait(rec: RequestRecord) -> None:
+    """Charge the request's own task's wait before its first step (called as the record starts)."""
+    task = asyncio.current_task()
+    coro = task.get_coro() if task is not None else None
+    if isinstance(coro, TimedCoroutine):
+        coro.rec = rec
+        rec.running = True
+        rec.step_t0, rec.step_c0, rec.step_r0 = coro.t0, coro.c0, coro.r0
+        if coro.ready_ns and coro.ready_ns < coro.t0:
+            wait, delay = coro.t0 - coro.ready_ns, max(0, coro.r0 - coro.ready_rd)
+            rec.ready_wall += wait
+            rec.event_loop += max(0, wait - delay)
+            rec.run_delay += delay
+
+
+def request_start_ns() -> int | None:
+    """When the running task was created (the server took the request), if it is timed."""
+    task = asyncio.current_task()
+    coro = task.get_coro() if task is not None else None
+    return coro.created_ns if isinstance(coro, TimedCoroutine) else None
+
+
+def finish_running(rec: RequestRecord) -> None:
+    """Close the record's in-progress step at the current instant (the response is complete)."""
+    if rec.running:
+        c1 = thread_time_ns()
+        r1 = run_delay_ns()
+        t1 = perf_counter_ns()
+        rec.steps_wall += t1 - rec.step_t0
+        rec.add_running(t1 - rec.step_t0, c1 - rec.step_c0, r1 - rec.step_r0)
+        rec.running = False

@@ -1,0 +1,147 @@
+"""One request's running account, and the buffered writer of finished ones.
+
+A :class:`RequestRecord` lives in the ``current`` context variable from the moment the
+worker takes a request until its last body byte is handed to the server.  The hooks add
+nanoseconds to its fields as they happen; :meth:`RequestRecord.row` turns it into one line
+of ``accounting/<pid>.tsv`` (format: :mod:`asyncprof.worker.record_format`).
+"""
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from asyncprof.worker.record_format import COLUMNS
+
+current: ContextVar["RequestRecord | None"] = ContextVar("asyncprof_request", default=None)
+
+
+class RequestRecord:
+    """Counters of one request, in nanoseconds unless named otherwise.
+
+    Time while the request runs (its task steps, its thread-hop code, its WSGI thread) is split
+    by the clocks into ``cpu``, ``run_delay`` and off-CPU; known blocking calls (database waits
+    in psycopg2, ``time.sleep``) are added to ``blocked_known`` as well as to their own field,
+    so what remains of off-CPU is ``gil_wait``.
+    """
+
+    __slots__ = (
+        "trace_id", "start_unix", "name", "start_ns", "end_ns", "closed", "span",
+        "cpu", "run_delay", "offcpu", "blocked_known",
+        "db_wait", "db_connect", "pool_wait", "blocking", "queries", "hops", "thread_hop",
+        "event_loop", "ready_wall", "steps_wall", "hop_inner_wall",
+        "running", "step_t0", "step_c0", "step_r0", "ready_tasks", "ready_since", "ready_rd",
+        "db_depth", "acquiring", "connect_own",
+    )  # fmt: skip
+
+    def __init__(self, trace_id: str, name: str, start_unix: float, start_ns: int) -> None:
+        self.trace_id = trace_id
+        self.name = name
+        self.start_unix = start_unix
+        self.start_ns = start_ns
+        self.end_ns = 0
+        self.closed = False
+        self.span: Any = None
+        self.cpu = self.run_delay = self.offcpu = self.blocked_known = 0
+        self.db_wait = self.db_connect = self.pool_wait = self.blocking = 0
+        self.queries = self.hops = 0
+        self.thread_hop = self.event_loop = self.ready_wall = self.steps_wall = self.hop_inner_wall = 0
+        # State of the loop-side accounting (ASGI): is one of the request's tasks on the loop
+        # now, since when, and how many of its tasks are ready to run.
+        self.running = False
+        self.step_t0 = self.step_c0 = self.step_r0 = 0
+        self.ready_tasks = 0
+        self.ready_since = 0
+        self.ready_rd = 0
+        self.db_depth = 0
+        self.acquiring = False
+        self.connect_own = 0
+
+    def add_running(self, wall: int, cpu: int, run_delay: int) -> None:
+        """Account an interval in which this request's code held its thread."""
+        self.cpu += cpu
+        self.run_delay += run_delay
+        self.offcpu += wall - cpu - run_delay
+
+    def busy_ns(self, now: int) -> int:
+        """Wall time so far in which the request ran on the loop or waited for it (ASGI).
+
+        An ``await`` region's own wait is its wall time minus the growth of this value (and of
+        ``hop_inner_wall``) over the region.
+        """
+        busy = self.steps_wall + self.ready_wall + self.hop_inner_wall
+        if self.running:
+            busy += now - self.step_t0
+        return busy
+
+    def gil_wait(self) -> int:
+        return max(0, self.offcpu - self.blocked_known)
+
+    def row(self) -> str:
+        """The record's line of the accounting file (without newline); integer microseconds."""
+        values = (
+            self.trace_id,
+            f"{self.start_unix:.6f}",
+            self.name.replace("\t", " ").replace("\n", " "),
+            (self.end_ns - self.start_ns) // 1000,
+            self.cpu // 1000,
+            self.db_wait // 1000,
+            self.db_connect // 1000,
+            self.event_loop // 1000,
+            max(0, self.thread_hop) // 1000,
+            self.gil_wait() // 1000,
+            self.run_delay // 1000,
+            self.blocking // 1000,
+            self.hops,
+            self.queries,
+            self.pool_wait // 1000,
+        )
+        return "\t".join(map(str, values))
+
+    def attributes(self) -> dict[str, float]:
+        """The breakdown as span attributes (milliseconds), so it shows in Jaeger."""
+        ms = 1e-6
+        return {
+            "asyncprof.wall_ms": (self.end_ns - self.start_ns) * ms,
+            "asyncprof.cpu_ms": self.cpu * ms,
+            "asyncprof.db_wait_ms": self.db_wait * ms,
+            "asyncprof.db_connect_ms": self.db_connect * ms,
+            "asyncprof.event_loop_ms": self.event_loop * ms,
+            "asyncprof.thread_hop_ms": max(0, self.thread_hop) * ms,
+            "asyncprof.gil_wait_ms": self.gil_wait() * ms,
+            "asyncprof.os_run_queue_ms": self.run_delay * ms,
+            "asyncprof.blocking_ms": self.blocking * ms,
+            "asyncprof.hops": self.hops,
+            "asyncprof.queries": self.queries,
+        }
+
+
+class RecordWriter:
+    """Append finished records to ``<dir>/<pid>.tsv`` in batches.
+
+    Batches keep file writes off most requests; ``flush`` runs every ``batch`` records and when
+    the worker exits, so a killed worker loses at most one batch.
+    """
+
+    def __init__(self, directory: Path, batch: int = 512) -> None:
+        self.path = directory / f"{os.getpid()}.tsv"
+        self.batch = batch
+        self.lines: list[str] = []
+        self.written = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self.path.write_text("\t".join(COLUMNS) + "\n")
+
+    def add(self, record: RequestRecord) -> None:
+        self.lines.append(record.row())
+        if len(self.lines) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        data = "\n".join(self.lines) + "\n"
+        self.written += len(self.lines)
+        self.lines = []
+        with open(self.path, "a") as f:
+            f.write(data)
