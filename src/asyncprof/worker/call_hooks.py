@@ -22,15 +22,26 @@ so code outside requests (startup, the span exporter's thread) pays one context-
 
 import functools
 import select
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
+from asyncprof.worker import loop_hooks
 from asyncprof.worker.record import RequestRecord, current
 
 HOP_SITES: Counter[str] = Counter()
+_hop_thread = threading.local()
+
+
+def note_hop_signal() -> None:
+    """Called from the loop's ``call_soon_threadsafe``: a hop thread is handing its result back."""
+    rec = getattr(_hop_thread, "rec", None)
+    if rec is not None:
+        rec.hop_signal_ns = perf_counter_ns()
+        _hop_thread.rec = None
 
 
 class CallStats:
@@ -58,7 +69,7 @@ def _site(func: Any) -> str:
 def install_asgiref() -> bool:
     """Patch asgiref's SyncToAsync; False when asgiref is not importable."""
     try:
-        from asgiref.sync import SyncToAsync
+        from asgiref.sync import AsyncToSync, SyncToAsync
     except ImportError:
         return False
     if getattr(SyncToAsync.__call__, "_asyncprof", False):
@@ -76,10 +87,9 @@ def install_asgiref() -> bool:
         try:
             return await original_call(self, *args, **kwargs)
         finally:
-            t1 = perf_counter_ns()
             rec.hops += 1
             HOP_SITES[_site(self.func)] += 1
-            rec.thread_hop += (t1 - t0) - (rec.busy_ns(t1) - busy0)
+            _account_hop(rec, t0, busy0)
 
     def thread_handler(self: Any, loop: Any, exc_info: Any, task_context: Any, func: Any, *args: Any,
                        **kwargs: Any) -> Any:
@@ -95,6 +105,8 @@ def install_asgiref() -> bool:
                     c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
                     rec.hop_inner_wall += t1 - t0
                     rec.add_running(t1 - t0, c1 - c0, r1 - r0)
+                    rec.hop_done_ns = t1
+                    _hop_thread.rec = rec  # call_soon_threadsafe, next on this thread, notes the signal
 
             return func(timed_child)
 
@@ -103,7 +115,57 @@ def install_asgiref() -> bool:
     call._asyncprof = True  # type: ignore[attr-defined]
     SyncToAsync.__call__ = call  # type: ignore[method-assign]
     SyncToAsync.thread_handler = thread_handler  # type: ignore[method-assign]
+    _install_async_to_sync(AsyncToSync)
     return True
+
+
+def _account_hop(rec: RequestRecord, t0: int, busy0: int) -> None:
+    """Split a finished ``sync_to_async`` await into thread_hop, gil_wait and event_loop.
+
+    After the hop's function returns (``hop_done_ns``), its thread needs the GIL to hand the
+    result back (``hop_signal_ns``, when it calls ``call_soon_threadsafe``): waiting for the GIL
+    the loop holds is ``gil_wait``.  The result then waits in the loop's queue until the
+    request's task is marked ready (``last_ready_ns``): the loop being busy, ``event_loop``.
+    """
+    t1 = perf_counter_ns()
+    own = max(0, (t1 - t0) - (rec.busy_ns(t1) - busy0))
+    done, signal, ready = rec.hop_done_ns, rec.hop_signal_ns, rec.last_ready_ns
+    if t0 < done <= signal <= ready:
+        gil = min(own, signal - done)
+        loop = min(own - gil, ready - signal)
+        rec.offcpu += gil  # gil_wait is what off-CPU time no known wait explains
+        rec.event_loop += loop
+        own -= gil + loop
+    rec.thread_hop += own
+
+
+def _install_async_to_sync(cls: Any) -> None:
+    """Count ``async_to_sync`` crossings (sync code calling async code, as under WSGI).
+
+    The calling thread waits while the coroutine runs on a loop in another thread; that wait
+    (its off-CPU time over the call, minus known blocking inside it) is ``thread_hop``.  The
+    coroutine's own CPU runs on that other thread and is part of the hop, not of ``cpu``.
+    """
+    original = cls.__call__
+
+    @functools.wraps(original)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rec = current.get()
+        if rec is None or rec.closed:
+            return original(self, *args, **kwargs)
+        t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
+        blocked0 = rec.blocked_known
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
+            rec.hops += 1
+            HOP_SITES[_site(self.awaitable)] += 1
+            waited = max(0, (t1 - t0) - (c1 - c0) - (r1 - r0) - (rec.blocked_known - blocked0))
+            rec.thread_hop += waited
+            rec.blocked_known += waited  # not GIL wait: the thread slept on the hop's future
+
+    cls.__call__ = call
 
 
 def _timed_select(rec: RequestRecord, rlist: list[int], wlist: list[int], connecting: bool) -> None:
@@ -156,8 +218,15 @@ def install_psycopg2() -> bool:
 
 
 def _own_wait(rec: RequestRecord, t0: int, busy0: int) -> int:
+    """An await region's own wait: its wall time minus the request's loop time, minus loop lag.
+
+    The lag (see ``loop_hooks.loop_lag_ns``) moves to ``event_loop``.
+    """
     t1 = perf_counter_ns()
-    return max(0, (t1 - t0) - (rec.busy_ns(t1) - busy0))
+    own = max(0, (t1 - t0) - (rec.busy_ns(t1) - busy0))
+    lag = min(own, loop_hooks.loop_lag_ns(rec, t0))
+    rec.event_loop += lag
+    return own - lag
 
 
 def _wrap_query(original: Any) -> Any:

@@ -22,6 +22,7 @@ import collections.abc
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
+from asyncprof.worker import call_hooks
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
 from asyncprof.worker.record import RequestRecord, current
 
@@ -33,6 +34,14 @@ class LoopStats:
     steps_cpu_ns = 0
     ready_marks = 0
     last_rd = 0  # the loop thread's run delay at the latest step boundary
+    # The loop's latest selector call (entered, returned) and the return before it.
+    select_entered_ns = 0
+    select_returned_ns = 0
+    previous_return_ns = 0
+
+
+#: A selector call shorter than this did not sleep: its events were already waiting.
+SLEPT_NS = 50_000
 
 
 STATS = LoopStats()
@@ -119,6 +128,18 @@ def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "
     return asyncio.Task(coro, loop=loop, **kwargs)
 
 
+def _lag_at(now: int) -> int:
+    """How long the event being handled now may have waited for the loop (see ``loop_lag_ns``)."""
+    if not STATS.select_returned_ns:
+        return 0
+    lag = now - STATS.select_returned_ns
+    if STATS.select_returned_ns - STATS.select_entered_ns < SLEPT_NS and STATS.previous_return_ns:
+        # The selector had the event at once: it arrived while the loop was busy between the
+        # previous return and this call, at an unknown instant; its midpoint is unbiased.
+        lag += (STATS.select_entered_ns - STATS.previous_return_ns) // 2
+    return lag
+
+
 def _mark_ready(callback: Any) -> None:
     task = getattr(callback, "__self__", None)
     if not isinstance(task, asyncio.Task):
@@ -132,6 +153,7 @@ def _mark_ready(callback: Any) -> None:
     coro.ready_ns, coro.ready_rd = now, STATS.last_rd
     rec = coro.rec
     if rec is not None and not rec.closed:
+        rec.last_ready_ns, rec.last_lag_ns = now, _lag_at(now)
         rec.ready_tasks += 1
         if not rec.running and not rec.ready_since:
             # The loop thread's run delay at the latest step boundary stands in for "now":
@@ -153,7 +175,42 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
         loop.call_soon = call_soon  # type: ignore[method-assign]
     except (AttributeError, TypeError):  # uvloop: a C type without an instance dict
         return False
+    original_threadsafe = loop.call_soon_threadsafe
+
+    def call_soon_threadsafe(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        call_hooks.note_hop_signal()
+        return original_threadsafe(callback, *args, context=context)
+
+    loop.call_soon_threadsafe = call_soon_threadsafe  # type: ignore[method-assign]
+    selector = getattr(loop, "_selector", None)
+    if selector is not None:
+        original_select = selector.select
+
+        def select(timeout: float | None = None) -> Any:
+            STATS.previous_return_ns = STATS.select_returned_ns
+            STATS.select_entered_ns = perf_counter_ns()
+            try:
+                return original_select(timeout)
+            finally:
+                STATS.select_returned_ns = perf_counter_ns()
+
+        selector.select = select
     return True
+
+
+def loop_lag_ns(rec: RequestRecord, since: int) -> int:
+    """How long the result that last woke the request waited for the loop, if it woke after *since*.
+
+    An awaited result (a database answer, a hop's return) arrives as a selector event.  If the
+    loop was busy running other requests' code when it arrived, it waits until the loop next
+    polls, and then behind every callback queued before it.  The second part is exact (selector
+    return to the request being marked ready); the first is known only to lie between the
+    previous selector return and the call that found the event at once, and is estimated as
+    half that stretch.  This time is the loop being busy, not the database or the hop.
+    """
+    if rec.last_ready_ns > since:
+        return min(rec.last_lag_ns, rec.last_ready_ns - since)
+    return 0
 
 
 def first_wait(rec: RequestRecord) -> None:

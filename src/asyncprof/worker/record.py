@@ -31,7 +31,7 @@ class RequestRecord:
         "db_wait", "db_connect", "pool_wait", "blocking", "queries", "hops", "thread_hop",
         "event_loop", "ready_wall", "steps_wall", "hop_inner_wall",
         "running", "step_t0", "step_c0", "step_r0", "ready_tasks", "ready_since", "ready_rd",
-        "db_depth", "acquiring", "connect_own",
+        "db_depth", "acquiring", "connect_own", "last_ready_ns", "last_lag_ns", "hop_done_ns", "hop_signal_ns",
     )  # fmt: skip
 
     def __init__(self, trace_id: str, name: str, start_unix: float, start_ns: int) -> None:
@@ -56,6 +56,8 @@ class RequestRecord:
         self.db_depth = 0
         self.acquiring = False
         self.connect_own = 0
+        self.last_ready_ns = self.last_lag_ns = 0
+        self.hop_done_ns = self.hop_signal_ns = 0  # the latest hop's function returned / its thread signalled the loop
 
     def add_running(self, wall: int, cpu: int, run_delay: int) -> None:
         """Account an interval in which this request's code held its thread."""
