@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Console()
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 120  # piped or in CI: the report's tables need more than rich's 80-column default
     err = Console(stderr=True)
     try:
         return int(COMMANDS[args.command](args, out, err))
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
     from asyncprof.recorder import record
-    from asyncprof.analysis.summary import summarize
+    from asyncprof.analysis.report import build_report
     from asyncprof.renderers.terminal import report_table
 
     config = RecordConfig(
@@ -122,20 +124,20 @@ def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
     except Interrupted as exc:
         if exc.run_path is not None:
             run = resolve_run(str(exc.run_path))
-            out.print(report_table(summarize(run)))
+            out.print(report_table(build_report(run)))
             out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
         raise
-    out.print(report_table(summarize(run)))
+    out.print(report_table(build_report(run)))
     out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
     return 0
 
 
 def _report(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from asyncprof.analysis.summary import summarize
+    from asyncprof.analysis.report import build_report
     from asyncprof.renderers import render_report
 
     run = resolve_run(args.run, args.out or default_parent())
-    report = summarize(run)
+    report = build_report(run)
     if args.json:
         sys.stdout.write(render_report("json", report) + "\n")
     else:

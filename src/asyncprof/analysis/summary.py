@@ -23,11 +23,16 @@ def measured_window(run: Run, log: RequestLog) -> tuple[float | None, float | No
     return begin, end
 
 
-def summarize(run: Run) -> dict[str, Any]:
-    """Summarise *run*: throughput and latency in the measured window, per endpoint, and instruments."""
+def summarize(run: Run, full_log: RequestLog | None = None) -> dict[str, Any]:
+    """Summarise *run*: throughput and latency in the measured window, per endpoint, and instruments.
+
+    *full_log* is the run's whole ``requests.tsv`` when the caller has read it already (the
+    full report reads it once for the summary and the attribution); None reads it here.
+    """
     manifest = run.manifest
     config = manifest.get("config", {})
-    full_log = read_request_log(run.requests_path)
+    if full_log is None:
+        full_log = read_request_log(run.requests_path)
     begin, end = measured_window(run, full_log)
     log = full_log.window(begin, end)
     if end is None and log.start:

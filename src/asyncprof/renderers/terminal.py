@@ -1,20 +1,47 @@
-"""The human report: rich tables rendered to text (colour when the terminal supports it)."""
+"""The human report: rich tables rendered to text (colour when the terminal supports it).
 
+:func:`report_table` takes either a bare summary (``analysis.summary.summarize``, what ``record``
+prints at its end) or the full report (``analysis.report.build_report``); sections whose keys
+are absent or null are left out, and the warnings say why.  Everything fits 100 columns.
+"""
+
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from asyncprof.renderers import register_report_renderer
 
+WIDTH = 100
+BAR_WIDTH = 60
+# (category, column header, bar letter, style): the letter keeps bars readable without colour.
+CATEGORY_STYLE: tuple[tuple[str, str, str, str], ...] = (
+    ("cpu", "cpu", "c", "black on red"),
+    ("db_wait", "db", "d", "black on blue"),
+    ("db_connect", "conn", "n", "black on cyan"),
+    ("event_loop", "loop", "l", "black on magenta"),
+    ("thread_hop", "hop", "h", "black on yellow"),
+    ("gil_wait", "gil", "g", "black on bright_red"),
+    ("os_run_queue", "runq", "r", "black on dark_orange"),
+    ("blocking", "block", "b", "black on bright_magenta"),
+    ("server_queue", "queue", "q", "black on grey50"),
+    ("other", "other", "o", "black on white"),
+)
+
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0%}"
+
+
 def report_table(report: dict[str, Any]) -> Group:
-    """The summary as rich renderables (shared by the report command and the end of record)."""
+    """The report as rich renderables (shared by the report command and the end of record)."""
     head = Text.assemble(
         (f"{report['run_id']}", "bold"),
         f"  mode={report['mode']} scenario={report['scenario']} view={report.get('view')} ",
@@ -35,21 +62,180 @@ def report_table(report: dict[str, Any]) -> Group:
         el = ep["latency_ms"]
         table.add_row(ep["name"], str(ep["requests"]), str(ep["errors"]),
                       *(_ms(el[k]) for k in ("mean", "p50", "p90", "p95", "p99", "max")))
+    parts: list[Any] = [head, totals]
+    if report.get("valid") is False:
+        reasons = "; ".join(report.get("invalid_reasons", []))
+        parts.append(Text(f"NOT VALID for conclusions: {reasons}", style="bold red"))
+    parts.append(table)
+    parts += breakdown_section(report)
+    parts += cpu_profile_section(report)
+    parts += findings_section(report)
+    parts += capacity_section(report)
+    parts.append(instruments_line(report))
+    parts += [Text(f"warning: {w}", style="yellow") for w in report.get("warnings", [])]
+    return Group(*parts)
+
+
+def breakdown_section(report: Mapping[str, Any]) -> list[Any]:
+    """Mean ms per category for each endpoint, all requests and the slowest 1%, then one bar each."""
+    if not report.get("attribution_ms"):
+        return []
+    rows: list[tuple[str, Mapping[str, float]]] = [
+        (ep["name"], ep["attribution_ms"]) for ep in report["endpoints"] if ep.get("attribution_ms")
+    ]
+    rows.append(("all requests", report["attribution_ms"]))
+    if report.get("attribution_p99_ms"):
+        rows.append(("slowest 1%", report["attribution_p99_ms"]))
+    title = Text("Where the time went (mean ms per request; the columns add up to the client latency)", style="bold")
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+                  caption=" ".join(f"{h}={c}" for c, h, *_ in CATEGORY_STYLE if h != c), caption_justify="left")
+    table.add_column("endpoint", overflow="ellipsis", no_wrap=True, max_width=22)
+    for _, header, _, _ in CATEGORY_STYLE:
+        table.add_column(header, justify="right")
+    table.add_column("total", justify="right", style="bold")
+    for name, att in rows:
+        table.add_row(name, *(_ms(att.get(c)) for c, *_ in CATEGORY_STYLE), _ms(sum(att.values())))
+    bars = Table(box=None, padding=(0, 1), pad_edge=False, show_header=False)
+    bars.add_column("endpoint", overflow="ellipsis", no_wrap=True, max_width=22)
+    bars.add_column("bar", no_wrap=True)
+    for name, att in rows:
+        bars.add_row(name, proportional_bar(att, BAR_WIDTH))
+    legend = Text("bars:")
+    for _, header, letter, style in CATEGORY_STYLE:
+        legend.append(" ")
+        legend.append(letter, style=style)
+        legend.append(f" {header}")
+    acc = report.get("accounting") or {}
+    note = Text(
+        f"{report.get('hops_per_request') or 0:.1f} sync<->async hops and {report.get('queries_per_request') or 0:.1f} "
+        f"queries per request; {acc.get('matched_requests', 0)} requests matched to server records "
+        f"({_pct(acc.get('match_rate'))}); per request, |other| is {_pct(acc.get('sum_check'))} "
+        "of its latency on average"
+    )
+    return [title, table, bars, legend, note]
+
+
+def proportional_bar(att: Mapping[str, float], width: int) -> Text:
+    """A bar of *width* cells split by category in proportion to the positive values (largest remainder)."""
+    values = [(c, letter, style, max(0.0, att.get(c) or 0.0)) for c, _, letter, style in CATEGORY_STYLE]
+    total = sum(v for *_, v in values)
+    bar = Text()
+    if total <= 0:
+        return bar
+    exact = [v * width / total for *_, v in values]
+    cells = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: exact[i] - cells[i], reverse=True)[: width - sum(cells)]:
+        cells[i] += 1
+    for (_, letter, style, _), n in zip(values, cells):
+        bar.append(letter * n, style=style)
+    return bar
+
+
+def cpu_profile_section(report: Mapping[str, Any]) -> list[Any]:
+    """Category, share of on-CPU samples and the top functions of each category, largest first."""
+    shares: Mapping[str, float] | None = report.get("cpu_profile")
+    if not shares:
+        return []
+    top: Mapping[str, Sequence[Mapping[str, Any]]] = report.get("cpu_profile_top") or {}
+    samples = report.get("instruments", {}).get("pyspy", {}).get("on_cpu_samples")
+    title = Text("CPU profile (share of on-CPU py-spy samples" + (f", {samples} samples)" if samples else ")"),
+                 style="bold")
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("category", no_wrap=True)
+    table.add_column("share", justify="right")
+    table.add_column("", no_wrap=True, width=12)
+    table.add_column("top functions", overflow="ellipsis", no_wrap=True, max_width=62)
+    for category, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+        if share <= 0:
+            continue
+        functions = ", ".join(f"{_short(f['function'])} {f['share']:.0%}" for f in top.get(category, [])[:3])
+        table.add_row(category, f"{share:.0%}", "█" * round(share * 12), functions)
+    return [title, table]
+
+
+def _short(function: str) -> str:
+    """``func (path)`` without the path: the table has no room for both."""
+    return function.split(" (", 1)[0]
+
+
+def findings_section(report: Mapping[str, Any]) -> list[Any]:
+    """Numbered findings: title with share, the detail, and what to try."""
+    findings = report.get("findings")
+    if findings is None:
+        return []
+    if not findings:
+        return [Text("Findings: none above their thresholds", style="bold")]
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column()
+    for i, f in enumerate(findings, 1):
+        share = f"{f['share']:.0%} of {f['share_of']}" if f.get("share") is not None else "run validity"
+        text = Text()
+        text.append(f["title"], style="bold red" if f.get("share_of") == "validity" else "bold")
+        text.append(f" ({share}): {f['detail']}\n")
+        text.append(f"try: {f['try']}", style="dim")
+        grid.add_row(f"{i}.", text)
+    return [Text("Findings", style="bold"), grid]
+
+
+def capacity_section(report: Mapping[str, Any]) -> list[Any]:
+    """One capacity line and one CPU-check line."""
+    cap = report.get("capacity")
+    if not cap:
+        return []
+    limits = cap.get("limits_rps") or {}
+    lim = ", ".join(f"{k} {v:.0f}" for k, v in limits.items() if v is not None)
+    line = Text()
+    line.append(
+        f"{_ms2(cap.get('cpu_ms_per_request'))} ms worker CPU per request on {cap.get('cpus_usable')} usable cores "
+        f"→ predicted max {_rps(cap.get('predicted_max_rps'))} req/s"
+        + (f" (limits req/s: {lim})" if lim else "")
+        + f"; measured {_rps(cap.get('measured_rps'))} req/s ({_pct(cap.get('utilisation'))}). "
+    )
+    line.append(f"Bottleneck: {cap.get('bottleneck')}", style="bold")
+    line.append(f" — {cap.get('reason')}")
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("Capacity:", line)
+    check = cap.get("cpu_check") or {}
+    if check.get("measured_worker_cores") is not None:
+        grid.add_row("CPU check:", Text(
+            f"ms per request × req/s = {_ms2(check.get('predicted_worker_cores'))} cores, workers measured "
+            f"{_ms2(check.get('measured_worker_cores'))} cores; the requests' own accounted CPU explains "
+            f"{_pct(check.get('accounted_ratio'))} of it"
+        ))
+    return [grid]
+
+
+def _ms2(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _rps(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def instruments_line(report: Mapping[str, Any]) -> Text:
     inst = report["instruments"]
-    instruments = Text(
+    text = (
         f"py-spy: {inst['pyspy']['samples']} samples ({inst['pyspy']['idle_samples']} idle) "
         f"from {len(inst['pyspy']['samples_by_pid'])} processes · "
         f"OTel: {inst['otel']['spans']} spans, {inst['otel']['matched_requests']} requests matched · "
         f"pyinstrument: {inst['pyinstrument']['profiles']} profiles"
     )
-    parts: list[Any] = [head, totals, table, instruments]
-    parts += [Text(f"warning: {w}", style="yellow") for w in report.get("warnings", [])]
-    return Group(*parts)
+    acc = report.get("accounting")
+    if acc is not None:
+        text += f" · accounting: {acc.get('records', 0)} records"
+        cost = (acc.get("workers") or {}).get("hook_cost_us_per_request")
+        if cost is not None:
+            text += f" (hooks ≈ {cost:.0f} µs per request)"
+    return Text(text)
 
 
 @register_report_renderer("terminal")
 def render_terminal(report: dict[str, Any]) -> str:
-    console = Console(record=True, width=110)
+    console = Console(record=True, width=WIDTH)
     with console.capture() as capture:
         console.print(report_table(report))
     return capture.get()
