@@ -41,6 +41,9 @@ def test_signal_mid_run_stops_everything_and_keeps_the_run(sig: int, traces: Pat
     r = report_json(run)
     assert r["status"] == "interrupted"
     assert r["requests"] > 0
+    # The workers wrote their accounting as the server shut down: the breakdown survives.
+    assert r["attribution_ms"] is not None, r["warnings"]
+    assert r["hops_per_request"] > 0
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

@@ -45,6 +45,19 @@ def _check_run(run: Path, mode: str) -> dict:
     profiles = [p.read_text() for p in (run / "profiles").glob("*.pyisession")]
     assert any(view in text for text in profiles), f"no profile contains {view}"
     assert all(json.loads(text)["frame_records"] is not None for text in profiles)
+    # The breakdown: every measured request has its server record, and the categories explain it.
+    assert r["accounting"]["match_rate"] >= 0.99, r["accounting"]
+    a = r["attribution_ms"]
+    latency = r["latency_ms"]["mean"]
+    assert abs(sum(a.values()) - latency) <= 0.05 * latency, (a, latency)
+    assert abs(a["other"]) <= 0.05 * latency, a
+    assert a["cpu"] > 0 and a["db_wait"] > 0
+    assert r["queries_per_request"] >= 2
+    if mode == "async":  # Django's stock middleware crosses sync<->async under ASGI
+        assert r["hops_per_request"] >= 2 and a["thread_hop"] > 0
+    else:
+        assert r["hops_per_request"] == 0 and a["thread_hop"] == 0 and a["event_loop"] == 0
+    assert r["capacity"]["measured_rps"] and r["capacity"]["cpu_ms_per_request"] > 0
     assert not any(alive(pid) for pid in started_pids(m)), "a process asyncprof started is still running"
     return r
 
@@ -83,7 +96,7 @@ def test_record_on_postgres_service(mode: str, traces: Path, service_url: str) -
 
 def test_record_orm_scenario_with_instruments_off(traces: Path, service_url: str) -> None:
     proc = asyncprof("record", "--mode", "async", "--scenario", "orm", "--db", service_url, "--out", str(traces),
-                     "--no-pyspy", "--no-otel", "--no-pyinstrument", *SHORT)
+                     "--no-pyspy", "--no-otel", "--no-pyinstrument", "--no-accounting", *SHORT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = only_run(traces)
     r = report_json(run)
@@ -93,3 +106,4 @@ def test_record_orm_scenario_with_instruments_off(traces: Path, service_url: str
     assert r["instruments"]["pyspy"]["samples"] == 0
     assert r["instruments"]["otel"]["spans"] == 0
     assert any("pyspy was off" in w for w in r["warnings"])
+    assert r["attribution_ms"] is None and any("accounting" in w for w in r["warnings"])
