@@ -110,7 +110,8 @@ def test_steps_cpu_and_ready_wait(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(main())
     rec = out["rec"]
     assert 18 * MS <= rec.cpu <= 30 * MS, rec.cpu / MS
-    assert 25 * MS <= rec.event_loop + rec.run_delay <= 45 * MS, (rec.event_loop / MS, rec.run_delay / MS)
+    # at least the hog's 30 ms of CPU; more on a busy machine, where the hog is preempted too
+    assert 25 * MS <= rec.event_loop + rec.run_delay <= 150 * MS, (rec.event_loop / MS, rec.run_delay / MS)
     wall = rec.end_ns - rec.start_ns
     explained = rec.cpu + rec.event_loop + rec.run_delay + rec.gil_wait()
     assert explained <= wall and wall - explained >= 25 * MS  # the 30 ms sleep is left for "other"

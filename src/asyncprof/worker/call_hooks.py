@@ -98,13 +98,16 @@ def install_asgiref() -> bool:
                 rec = current.get()
                 if rec is None or rec.closed:
                     return child()
-                t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
+                # No run-delay reads here: Django's hop threads are new for every request, so each
+                # would first open its schedstat file, and the sync functions crossed to are short.
+                # Their rare preemption shows as gil_wait.
+                t0, c0 = perf_counter_ns(), thread_time_ns()
                 try:
                     return child()
                 finally:
-                    c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
+                    c1, t1 = thread_time_ns(), perf_counter_ns()
                     rec.hop_inner_wall += t1 - t0
-                    rec.add_running(t1 - t0, c1 - c0, r1 - r0)
+                    rec.add_running(t1 - t0, c1 - c0, 0)
                     rec.hop_done_ns = t1
                     _hop_thread.rec = rec  # call_soon_threadsafe, next on this thread, notes the signal
 
