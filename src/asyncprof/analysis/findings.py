@@ -36,6 +36,10 @@ ERROR_RATE = 0.01
 #: A loop thread on a CPU 80% of the time or more has little idle left: it is saturated, and
 #: ready tasks wait for it.  Below that, event-loop waits come from long steps, not from load.
 LOOP_BUSY = 0.80
+# Sync<->async crossings per request worth naming even when their own time is small: each one
+# is a thread round trip plus a return through the loop's queue, which under load waits behind
+# every other request (that part is in event_loop).
+HOPS_PER_REQUEST = 2.0
 #: How many hop sites and top functions a finding quotes.
 TOP = 5
 
@@ -208,7 +212,8 @@ def _thread_hops(inp: FindingInputs) -> Finding | None:
     if inp.interface != "asgi":
         return None
     lat_share, cpu_share = inp.latency_share("thread_hop"), inp.cpu_share("thread_pool")
-    if (lat_share or 0) < LATENCY_SHARE and (cpu_share or 0) < CPU_SHARE:
+    many = (inp.hops_per_request or 0) >= HOPS_PER_REQUEST
+    if (lat_share or 0) < LATENCY_SHARE and (cpu_share or 0) < CPU_SHARE and not many:
         return None
     share_of, share = ("cpu", cpu_share) if (cpu_share or 0) > (lat_share or 0) else ("latency", lat_share)
     sites = [
@@ -220,7 +225,8 @@ def _thread_hops(inp: FindingInputs) -> Finding | None:
     hops = f"{inp.hops_per_request:.1f} sync<->async hops per request" if inp.hops_per_request is not None else "hops"
     parts = [hops + (f", caused by {named}" if named else "")]
     if lat_share is not None:
-        parts.append(f"crossing them costs {_of_latency(inp, 'thread_hop')}")
+        parts.append(f"crossing them costs {_of_latency(inp, 'thread_hop')}, and each one returns through "
+                     "the event loop's queue (that wait is in event_loop)")
     if cpu_share is not None:
         parts.append(f"thread creation, executor queues and asgiref take {cpu_share:.0%} of the workers' CPU")
     return Finding(
