@@ -114,7 +114,8 @@ def test_steps_cpu_and_ready_wait(loop: asyncio.AbstractEventLoop) -> None:
     assert 25 * MS <= rec.event_loop + rec.run_delay <= 150 * MS, (rec.event_loop / MS, rec.run_delay / MS)
     wall = rec.end_ns - rec.start_ns
     explained = rec.cpu + rec.event_loop + rec.run_delay + rec.gil_wait()
-    assert explained <= wall and wall - explained >= 25 * MS  # the 30 ms sleep is left for "other"
+    # the 30 ms sleep is left for "other" (which must not go negative beyond clock jitter)
+    assert explained <= wall + MS and wall - explained >= 20 * MS, (wall / MS, explained / MS)
 
 
 def test_sync_to_async_hops_are_counted_and_timed(loop: asyncio.AbstractEventLoop) -> None:
