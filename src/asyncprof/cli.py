@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true", help="machine-readable JSON")
     rep.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
+    cmp = sub.add_parser("compare", help="runs side by side, and the gap between the best and worst explained")
+    cmp.add_argument("runs", nargs="+", help="two or more run directories or run ids")
+    cmp.add_argument("--json", action="store_true", help="machine-readable JSON: {runs: [...], gap: {...}}")
+    cmp.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+
     runs = sub.add_parser("runs", help="list recorded runs")
     runs.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
@@ -147,6 +152,24 @@ def _report(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from asyncprof.analysis.compare import compare_reports
+    from asyncprof.analysis.report import build_report
+    from asyncprof.renderers import render_report
+
+    if len(args.runs) < 2:
+        raise UsageError("compare needs at least two runs", "name two or more run directories or run ids")
+    parent = args.out or default_parent()
+    comparison = compare_reports([build_report(resolve_run(name, parent)) for name in args.runs])
+    if args.json:
+        sys.stdout.write(render_report("json", comparison) + "\n")
+    else:
+        from asyncprof.renderers.compare_terminal import compare_table
+
+        out.print(compare_table(comparison))
+    return 0
+
+
 def _runs(args: argparse.Namespace, out: Console, err: Console) -> int:
     parent = args.out or default_parent()
     table = Table(title=f"runs under {parent}", title_justify="left")
@@ -196,4 +219,4 @@ def _seed(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-COMMANDS = {"record": _record, "report": _report, "runs": _runs, "modes": _modes, "seed": _seed}
+COMMANDS = {"record": _record, "report": _report, "compare": _compare, "runs": _runs, "modes": _modes, "seed": _seed}

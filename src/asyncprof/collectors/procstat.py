@@ -30,6 +30,9 @@ def machine_ticks() -> tuple[int, int] | None:
             values = [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already
+    # counted in user and nice (proc(5)), so it is left out of the total.
+    values = values[:8]
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
     return sum(values) - idle, sum(values)
 

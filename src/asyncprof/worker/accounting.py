@@ -71,6 +71,9 @@ def _clock_cost_ns(reps: int = 500, batches: int = 5) -> float:
     return best
 
 
+_HEX = "0123456789abcdef"
+
+
 def _trace_id(traceparent: str | bytes | None) -> str:
     """The trace id of a W3C traceparent (``00-<32 hex>-<16 hex>-<2 hex>``), or ''."""
     if not traceparent:
@@ -78,7 +81,11 @@ def _trace_id(traceparent: str | bytes | None) -> str:
     if isinstance(traceparent, bytes):
         traceparent = traceparent.decode("latin-1")
     parts = traceparent.split("-")
-    return parts[1].lower() if len(parts) >= 4 and len(parts[1]) == 32 else ""
+    if len(parts) < 4 or len(parts[1]) != 32:
+        return ""
+    trace_id = parts[1].lower()
+    # 32 hex digits, not all zero (W3C: an invalid id, which a tracer would replace with its own).
+    return trace_id if trace_id.strip("0") and not trace_id.strip(_HEX) else ""
 
 
 def _current_span() -> Any:

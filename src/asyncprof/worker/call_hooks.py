@@ -319,11 +319,14 @@ def sleep(seconds: float) -> None:
     rec = current.get()
     if rec is None or rec.closed:
         return _original_sleep(seconds)
-    t0 = perf_counter_ns()
+    t0, r0 = perf_counter_ns(), run_delay_ns()
     try:
         _original_sleep(seconds)
     finally:
-        blocked = perf_counter_ns() - t0
+        # As in _timed_select: the run delay after waking up is os_run_queue, not blocking
+        # (counted in both, the categories would sum to more than the wall time).
+        t1, r1 = perf_counter_ns(), run_delay_ns()
+        blocked = max(0, (t1 - t0) - (r1 - r0))
         rec.blocking += blocked
         rec.blocked_known += blocked
 

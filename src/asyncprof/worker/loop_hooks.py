@@ -94,7 +94,8 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
                 self.is_ready = False
                 rec.ready_tasks -= 1
             if rec.ready_since:
-                wait, delay = t0 - rec.ready_since, max(0, r0 - rec.ready_rd)
+                wait = t0 - rec.ready_since
+                delay = _ready_delay(wait, r0, rec.ready_rd)
                 rec.ready_wall += wait
                 rec.event_loop += max(0, wait - delay)
                 rec.run_delay += delay
@@ -124,6 +125,17 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
                 if rec.ready_tasks > 0:
                     rec.ready_since, rec.ready_rd = t1, r1
             STATS.hook_ns += perf_counter_ns() - t1
+
+
+def _ready_delay(wait: int, rd_now: int, rd_marked: int) -> int:
+    """The loop thread's run delay over a ready wait of *wait* ns, never more than the wait.
+
+    The run delay at the mark is the loop thread's value at its latest step boundary (not
+    re-read at the mark, see ``_mark_ready``), so the difference can include run delay from
+    before the task became ready; capped, the ready wait still splits exactly into
+    ``event_loop`` + ``os_run_queue``.
+    """
+    return min(wait, max(0, rd_now - rd_marked))
 
 
 def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Task[Any]":
@@ -170,6 +182,9 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
     """Install both hooks on *loop*; return whether ready-waits can be measured on it."""
     if loop.get_task_factory() is None:
         loop.set_task_factory(task_factory)  # type: ignore[arg-type]
+    # The baseline of the first ready mark, before any timed step has set it (0 would charge
+    # the thread's whole run delay since it started to the first request).
+    STATS.last_rd = run_delay_ns()
     original = loop.call_soon
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
@@ -229,7 +244,8 @@ def first_wait(rec: RequestRecord) -> None:
         rec.running = True
         rec.step_t0, rec.step_c0, rec.step_r0 = coro.t0, coro.c0, coro.r0
         if coro.ready_ns and coro.ready_ns < coro.t0:
-            wait, delay = coro.t0 - coro.ready_ns, max(0, coro.r0 - coro.ready_rd)
+            wait = coro.t0 - coro.ready_ns
+            delay = _ready_delay(wait, coro.r0, coro.ready_rd)
             rec.ready_wall += wait
             rec.event_loop += max(0, wait - delay)
             rec.run_delay += delay
