@@ -75,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", action="store_true", help="machine-readable JSON: {runs: [...], gap: {...}}")
     cmp.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
+    swp = sub.add_parser("sweep", help="throughput and p99 against users for several modes, interleaved trials")
+    swp.add_argument("--modes", default="sync,async", help="comma-separated worker modes (default sync,async)")
+    swp.add_argument("--users", default="10,50,100,200", help="comma-separated users levels (default 10,50,100,200)")
+    swp.add_argument("--trials", type=int, default=3, help="trials per point (default 3)")
+    swp.add_argument("--scenario", default="seed", help="workload (default seed)")
+    swp.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    swp.add_argument("--duration", type=float, default=15.0, help="measured seconds per point (default 15)")
+    swp.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds per point (default 5)")
+    swp.add_argument("--db", default=os.environ.get("DATABASE_URL", "embedded"), help="'embedded' or a postgresql:// URL")
+    swp.add_argument("--slo-p99-ms", type=float, default=200.0, help="latency target for 'users sustained' (default 200)")
+    swp.add_argument("--instruments", default="none", choices=("none", "accounting", "all"),
+                     help="instruments during the sweep (default none: curves measure throughput)")
+    swp.add_argument("--json", action="store_true", help="print the sweep's JSON")
+    swp.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+
     runs = sub.add_parser("runs", help="list recorded runs")
     runs.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
@@ -170,6 +185,35 @@ def _compare(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated whole numbers, not {text!r}", f"e.g. {flag} 10,50,100") from None
+    if not values:
+        raise UsageError(f"{flag} is empty", f"e.g. {flag} 10,50,100")
+    return values
+
+
+def _sweep(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from asyncprof.renderers import render_report
+    from asyncprof.sweeper import sweep
+
+    base = RecordConfig(scenario=args.scenario, workers=args.workers, duration=args.duration, warmup=args.warmup,
+                        db=args.db, out=args.out or default_parent())
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    summary, path = sweep(base, modes, _int_list("--users", args.users), trials=args.trials,
+                          slo_p99_ms=args.slo_p99_ms, instruments=args.instruments, console=err)
+    if args.json:
+        sys.stdout.write(render_report("json", summary) + "\n")
+    else:
+        from asyncprof.renderers.sweep_terminal import sweep_table
+
+        out.print(sweep_table(summary))
+    err.print(f"sweep saved to {path}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def _runs(args: argparse.Namespace, out: Console, err: Console) -> int:
     parent = args.out or default_parent()
     table = Table(title=f"runs under {parent}", title_justify="left")
@@ -219,4 +263,4 @@ def _seed(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-COMMANDS = {"record": _record, "report": _report, "compare": _compare, "runs": _runs, "modes": _modes, "seed": _seed}
+COMMANDS = {"record": _record, "report": _report, "compare": _compare, "sweep": _sweep, "runs": _runs, "modes": _modes, "seed": _seed}

@@ -6,7 +6,7 @@ from typing import Any
 
 from asyncprof.calibration import Calibration, parse_calibration
 from asyncprof.errors import UsageError
-from asyncprof.modes import get_mode
+from asyncprof.modes import MODES, get_mode
 from asyncprof.scenarios import get_scenario
 
 CONNECT_POLICIES = ("persistent", "per-request")
@@ -22,6 +22,7 @@ class RecordConfig:
     scenario: str = "seed"
     view: str | None = None
     workers: int = 4
+    threads: int | None = None  # per worker, for modes that take it (gthread, granian-wsgi); None: the mode's default
     users: int = 50
     spawn_rate: float | None = None
     duration: float = 30.0
@@ -52,6 +53,13 @@ class RecordConfig:
         scenario = get_scenario(self.scenario)
         if self.view is None:
             self.view = mode.default_view
+        if self.threads is None:
+            self.threads = mode.default_threads
+        elif mode.default_threads is None:
+            threaded = ", ".join(sorted(m.name for m in MODES.values() if m.default_threads is not None))
+            raise UsageError(f"--threads does not apply to mode {mode.name!r}", f"modes with threads: {threaded}")
+        else:
+            _check_range("--threads", self.threads, 1, 1024)
         if self.view not in ("sync", "async"):
             raise UsageError(f"--view must be sync or async, not {self.view!r}")
         scenario.endpoints_for(self.view)

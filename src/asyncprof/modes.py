@@ -2,6 +2,12 @@
 
 Adding a mode is one :func:`register` call with a function that turns a
 :class:`ServerSpec` into an argv.  The recorder knows nothing mode-specific.
+
+Every server runs the same application modules (:mod:`asyncprof.worker.wsgi`,
+:mod:`asyncprof.worker.asgi`).  Under gunicorn its hooks install the
+instruments after fork; every other server gets them when a worker imports the
+application, and ``Mode.announce`` says when such a worker writes its
+``workers/<pid>.json`` (the recorder waits for one per worker).
 """
 
 import importlib.util
@@ -13,6 +19,9 @@ from typing import Literal
 from asyncprof.errors import UsageError
 
 Interface = Literal["wsgi", "asgi"]
+#: When a worker says it is ready: gunicorn's ``post_worker_init`` hook, the ASGI lifespan
+#: startup (the server is about to serve), or the import of the application module.
+Announce = Literal["gunicorn", "lifespan", "import"]
 
 WSGI_APP = "asyncprof.worker.wsgi:application"
 ASGI_APP = "asyncprof.worker.asgi:application"
@@ -26,6 +35,7 @@ class ServerSpec:
     host: str
     port: int
     workers: int
+    threads: int | None = None  # per worker, for the modes that take ``--threads``
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,9 @@ class Mode:
     ``interface`` decides which application object is served and which view
     flavour the load hits by default (sync views under WSGI, async under ASGI).
     ``requires`` lists modules that must import; ``extra`` names the pip extra
-    that provides them.
+    that provides them.  ``default_threads`` is set for the modes that take
+    ``--threads`` (threads per worker process), None for the others.
+    ``worker_env`` is added to the server's environment (see :mod:`asyncprof.worker.env`).
     """
 
     name: str
@@ -44,6 +56,9 @@ class Mode:
     command: Callable[[ServerSpec], list[str]]
     requires: tuple[str, ...] = field(default=())
     extra: str | None = None
+    announce: Announce = "gunicorn"
+    default_threads: int | None = None
+    worker_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def default_view(self) -> str:
@@ -74,16 +89,70 @@ def get_mode(name: str) -> Mode:
         raise UsageError(f"unknown mode {name!r}", f"known modes: {', '.join(sorted(MODES))}") from None
 
 
-def _gunicorn(worker_class: str, app: str) -> Callable[[ServerSpec], list[str]]:
+def _hostport(spec: ServerSpec) -> str:
+    return f"[{spec.host}]:{spec.port}" if ":" in spec.host else f"{spec.host}:{spec.port}"
+
+
+def _gunicorn(worker_class: str, app: str, *, threads: bool = False) -> Callable[[ServerSpec], list[str]]:
     def command(spec: ServerSpec) -> list[str]:
         return [
             sys.executable, "-m", "gunicorn",
             "-c", GUNICORN_CONF,
-            "--bind", f"{spec.host}:{spec.port}",
+            "--bind", _hostport(spec),
             "--workers", str(spec.workers),
             "--worker-class", worker_class,
+            *(["--threads", str(spec.threads or 1)] if threads else []),
             "--log-level", "warning",
             app,
+        ]  # fmt: skip
+
+    return command
+
+
+def _uvicorn(spec: ServerSpec) -> list[str]:
+    # uvicorn's own process manager; --loop/--http auto: uvloop and httptools when installed
+    # (the workers report which ran).  No access log, as under gunicorn.
+    return [
+        sys.executable, "-m", "uvicorn",
+        "--host", spec.host, "--port", str(spec.port),
+        "--workers", str(spec.workers),
+        "--loop", "auto", "--http", "auto", "--lifespan", "on",
+        "--no-access-log", "--log-level", "warning",
+        ASGI_APP,
+    ]  # fmt: skip
+
+
+def _hypercorn(spec: ServerSpec) -> list[str]:
+    return [
+        sys.executable, "-m", "hypercorn",
+        "--bind", _hostport(spec),
+        "--workers", str(spec.workers),
+        "--worker-class", "asyncio",
+        "--log-level", "WARNING",
+        ASGI_APP,
+    ]  # fmt: skip
+
+
+def _daphne(spec: ServerSpec) -> list[str]:
+    # Daphne serves in one process; asyncprof's pre-fork launcher binds the socket and runs one
+    # daphne per worker on it (``--fd``), as a process manager in front of daphne would.
+    return [
+        sys.executable, "-m", "asyncprof.prefork",
+        "--bind", _hostport(spec), "--workers", str(spec.workers), "--",
+        sys.executable, "-m", "daphne", "--fd", "{fd}", "-v", "0", ASGI_APP,
+    ]  # fmt: skip
+
+
+def _granian(interface: Interface) -> Callable[[ServerSpec], list[str]]:
+    def command(spec: ServerSpec) -> list[str]:
+        return [
+            sys.executable, "-m", "granian",
+            "--interface", interface,
+            "--host", spec.host, "--port", str(spec.port),
+            "--workers", str(spec.workers),
+            *(["--blocking-threads", str(spec.threads or 1)] if interface == "wsgi" else []),
+            "--log-level", "warning", "--no-ws",
+            WSGI_APP if interface == "wsgi" else ASGI_APP,
         ]  # fmt: skip
 
     return command
@@ -105,5 +174,85 @@ register(
         description="gunicorn with uvicorn workers (uvicorn-worker), ASGI",
         command=_gunicorn("uvicorn_worker.UvicornWorker", ASGI_APP),
         requires=("gunicorn", "uvicorn", "uvicorn_worker"),
+    )
+)
+register(
+    Mode(
+        name="gthread",
+        interface="wsgi",
+        description="gunicorn threaded workers (gthread), WSGI: --threads requests at a time per worker",
+        command=_gunicorn("gthread", WSGI_APP, threads=True),
+        requires=("gunicorn",),
+        default_threads=4,
+    )
+)
+register(
+    Mode(
+        name="gevent",
+        interface="wsgi",
+        description="gunicorn gevent workers, WSGI: one greenlet per connection, psycopg2 made cooperative",
+        command=_gunicorn("gevent", WSGI_APP),
+        requires=("gunicorn", "gevent"),
+        extra="gevent",
+    )
+)
+register(
+    Mode(
+        name="uvicorn",
+        interface="asgi",
+        description="uvicorn's own process manager (uvicorn --workers), ASGI; uvloop/httptools when installed",
+        command=_uvicorn,
+        requires=("uvicorn",),
+        extra="uvicorn",
+        announce="lifespan",
+    )
+)
+register(
+    Mode(
+        name="hypercorn",
+        interface="asgi",
+        description="hypercorn --workers, asyncio workers, ASGI",
+        command=_hypercorn,
+        requires=("hypercorn",),
+        extra="hypercorn",
+        announce="lifespan",
+        # hypercorn's master stops its workers through a shared event and then SIGTERMs the ones
+        # still running: without this a worker still flushing its files when another one has
+        # exited would die by that signal.  The master waits for them as it exits.
+        worker_env=(("ASYNCPROF_IGNORE_SIGTERM", "1"),),
+    )
+)
+register(
+    Mode(
+        name="daphne",
+        interface="asgi",
+        description="daphne (Twisted), ASGI: one daphne process per worker on a shared socket",
+        command=_daphne,
+        requires=("daphne",),
+        extra="daphne",
+        announce="import",  # daphne has no lifespan; it imports the app just before listening
+    )
+)
+register(
+    Mode(
+        name="granian-asgi",
+        interface="asgi",
+        description="granian (Rust HTTP server) --interface asgi",
+        command=_granian("asgi"),
+        requires=("granian",),
+        extra="granian",
+        announce="lifespan",
+    )
+)
+register(
+    Mode(
+        name="granian-wsgi",
+        interface="wsgi",
+        description="granian (Rust HTTP server) --interface wsgi: --threads blocking threads per worker",
+        command=_granian("wsgi"),
+        requires=("granian",),
+        extra="granian",
+        announce="import",
+        default_threads=4,
     )
 )

@@ -131,7 +131,9 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
         command=["asyncprof", *(redact(a) if "://" in a else a for a in sys.argv[1:])],
         config=config.to_manifest(),
         server={"mode": mode.name, "interface": mode.interface, "host": config.host, "port": port,
-                "description": mode.description},
+                "description": mode.description, "threads": config.threads,
+                "command": mode.command(ServerSpec(host=config.host, port=port, workers=config.workers,
+                                                   threads=config.threads))},
         instruments=instruments,
         connections=connection_policy(config.scenario, mode.interface, config.view or mode.default_view,
                                       config.connect, config.pool_size),
@@ -174,7 +176,7 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
                 rows=config.rows, otel=config.otel, profile_every=config.profile_every if config.pyinstrument else 0,
                 calibrate=config.calibrate, accounting=config.accounting,
             )
-            spec = ServerSpec(host=config.host, port=port, workers=config.workers)
+            spec = ServerSpec(host=config.host, port=port, workers=config.workers, threads=config.threads)
             with console.status(f"starting {config.workers} {mode.name} workers on {config.host}:{port}…"):
                 server = start_server(group, run, mode, spec, env)
             workers = run.worker_infos()

@@ -45,6 +45,18 @@ def new_record(trace_id: str = "ab" * 16) -> RequestRecord:
     return RequestRecord(trace_id, "/x/", time.time(), perf_counter_ns())
 
 
+def start_request() -> RequestRecord:
+    """What accounting.wrap_asgi does as a request's task starts: the record begins when the task
+    was created, is current for the task (and the tasks it creates), and the task's wait for
+    its first step is charged."""
+    start = loop_hooks.request_start_ns()
+    assert start is not None, "not in a task made by the loop hooks' task factory"
+    rec = RequestRecord("ab" * 16, "/x/", time.time(), start)
+    current.set(rec)
+    loop_hooks.first_wait(rec)
+    return rec
+
+
 def close_record(rec: RequestRecord) -> None:
     """What accounting._finish does to a record, without writing it anywhere."""
     rec.end_ns = perf_counter_ns()
@@ -241,9 +253,7 @@ def run_fake_request(loop: asyncio.AbstractEventLoop, own_cpu_ms: float, hog_cpu
     out: dict[str, Any] = {}
 
     async def request() -> None:
-        rec = new_record()
-        current.set(rec)
-        loop_hooks.first_wait(rec)
+        rec = start_request()
         out["rec"] = rec
         burn(own_cpu_ms)
         await asyncio.sleep(0)  # ready again at once; the hog's step runs before the next step
@@ -270,9 +280,9 @@ def test_steps_cpu_and_ready_wait(loop: asyncio.AbstractEventLoop) -> None:
     30 ms asyncio.sleep is in no category, so it is what wall leaves after them."""
     rec, seen = run_fake_request(loop, own_cpu_ms=20, hog_cpu_ms=30, sleep_s=0.03)
     wall = rec.end_ns - rec.start_ns
-    detail = {"wall": ms(wall), "cpu": ms(rec.cpu), "event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay),
+    detail = str({"wall": ms(wall), "cpu": ms(rec.cpu), "event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay),
               "gil": ms(rec.gil_wait()), "ready_wall": ms(rec.ready_wall), "hog_wall": ms(seen["hog_wall"]),
-              "thread_rd": ms(seen["thread_rd"])}
+              "thread_rd": ms(seen["thread_rd"])})
     assert 19 * MS <= rec.cpu <= 26 * MS, detail
     # the loop thread ran the hog (30 ms of CPU) while the request was ready: event_loop; the
     # thread's preemption over that wait is os_run_queue instead, so event_loop stays near 30 ms
@@ -322,8 +332,8 @@ def test_run_queue_is_os_run_queue_not_cpu_or_event_loop(loop: asyncio.AbstractE
     runnable but not running is os_run_queue, and the categories still never exceed the wall."""
     rec, seen = run_fake_request(loop, own_cpu_ms=20, hog_cpu_ms=20, sleep_s=0.01)
     wall = rec.end_ns - rec.start_ns
-    detail = {"wall": ms(wall), "cpu": ms(rec.cpu), "event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay),
-              "gil": ms(rec.gil_wait()), "thread_rd": ms(seen["thread_rd"]), "hog_wall": ms(seen["hog_wall"])}
+    detail = str({"wall": ms(wall), "cpu": ms(rec.cpu), "event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay),
+              "gil": ms(rec.gil_wait()), "thread_rd": ms(seen["thread_rd"]), "hog_wall": ms(seen["hog_wall"])})
     assert 19 * MS <= rec.cpu <= 26 * MS, detail
     assert 18 * MS <= rec.event_loop <= 28 * MS, detail  # the hog's CPU, not its preemption
     assert rec.run_delay >= 10 * MS, detail  # about half of ~80 ms of CPU work on a shared CPU
@@ -340,9 +350,7 @@ def test_stale_run_delay_baseline_never_inflates_the_ready_wait(loop: asyncio.Ab
     loop_hooks.STATS.last_rd = 0  # a baseline far in the past
 
     async def request() -> RequestRecord:
-        rec = new_record()
-        current.set(rec)
-        loop_hooks.first_wait(rec)
+        rec = start_request()
         await asyncio.sleep(0.005)
         loop_hooks.finish_running(rec)
         close_record(rec)
@@ -364,9 +372,7 @@ def test_child_tasks_of_a_request_are_its_own(loop: asyncio.AbstractEventLoop) -
         burn(4)
 
     async def request() -> RequestRecord:
-        rec = new_record()
-        current.set(rec)
-        loop_hooks.first_wait(rec)
+        rec = start_request()
         await asyncio.create_task(child())
         loop_hooks.finish_running(rec)
         close_record(rec)
@@ -433,9 +439,7 @@ def test_sync_to_async_hops_are_counted_and_timed(loop: asyncio.AbstractEventLoo
     n = 4
 
     async def request() -> RequestRecord:
-        rec = new_record()
-        current.set(rec)
-        loop_hooks.first_wait(rec)
+        rec = start_request()
         for _ in range(n):
             if executor == "thread_pool":
                 await sync_to_async(hop_work, thread_sensitive=False)()
@@ -454,8 +458,9 @@ def test_sync_to_async_hops_are_counted_and_timed(loop: asyncio.AbstractEventLoo
 
     rec = loop.run_until_complete(main())
     wall = rec.end_ns - rec.start_ns
-    detail = {"wall": ms(wall), "cpu": ms(rec.cpu), "thread_hop": ms(rec.thread_hop), "gil": ms(rec.gil_wait()),
-              "event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay), "hop_inner": ms(rec.hop_inner_wall)}
+    detail = str({"wall": ms(wall), "cpu": ms(rec.cpu), "thread_hop": ms(rec.thread_hop), "gil": ms(rec.gil_wait()),
+              "event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay), "hop_inner": ms(rec.hop_inner_wall),
+              "offcpu": ms(rec.offcpu), "steps": ms(rec.steps_wall), "ready": ms(rec.ready_wall)})
     assert rec.hops == n + 1, detail
     assert (n + 1) * 4.9 * MS <= rec.cpu <= (n + 1) * 5 * MS + 8 * MS, detail  # the hop threads' CPU is the request's
     assert rec.hop_inner_wall >= (n + 1) * 4.9 * MS, detail
@@ -570,13 +575,11 @@ def test_asyncpg_query_and_connect(loop: asyncio.AbstractEventLoop, service_url:
     assert call_hooks.install_asyncpg()
 
     async def request() -> tuple[RequestRecord, int]:
-        rec = new_record()
-        current.set(rec)
-        loop_hooks.first_wait(rec)
+        rec = start_request()
         conn = await asyncpg.connect(service_url)
         try:
             t0 = perf_counter_ns()
-            assert await conn.fetchval("select pg_sleep(0.05)") == ""
+            assert await conn.fetchval("select pg_sleep(0.05)") is None
             query_wall = perf_counter_ns() - t0
         finally:
             await conn.close()
@@ -604,9 +607,7 @@ def test_asyncpg_pool_wait(loop: asyncio.AbstractEventLoop, service_url: str) ->
             holder = await pool.acquire()
 
             async def request() -> RequestRecord:
-                rec = new_record()
-                current.set(rec)
-                loop_hooks.first_wait(rec)
+                rec = start_request()
                 async with pool.acquire() as conn:
                     await conn.fetchval("select 1")
                 loop_hooks.finish_running(rec)

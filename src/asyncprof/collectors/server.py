@@ -52,10 +52,13 @@ def worker_environment(run: Run, mode: Mode, *, db_url: str, connect: str, pool_
             worker_env.OTEL: "1" if otel else "0",
             worker_env.ACCOUNTING: "1" if accounting else "0",
             worker_env.PROFILE_EVERY: str(profile_every),
+            worker_env.ANNOUNCE: mode.announce,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(target_dir()), env.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.pop(worker_env.IGNORE_SIGTERM, None)  # only ever the mode's choice, never inherited
+    env.update(mode.worker_env)
     if calibrate is None:
         env.pop(CALIBRATE_ENV, None)
     else:

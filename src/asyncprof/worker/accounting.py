@@ -29,7 +29,6 @@ from asyncprof.worker.record_format import ACCOUNTING_DIR
 _writer: RecordWriter | None = None
 _summary: dict[str, Any] = {}
 _otel = False
-_requests = 0
 
 
 def install(run_dir: str | None, *, interface: str, otel: bool) -> None:
@@ -98,10 +97,8 @@ def _current_span() -> Any:
 
 
 def _finish(rec: RequestRecord) -> None:
-    global _requests
     rec.end_ns = perf_counter_ns()
     rec.closed = True
-    _requests += 1
     if rec.span is not None:
         rec.span.set_attributes(rec.attributes())
     if _writer is not None:
@@ -162,6 +159,12 @@ def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
 # --- ASGI -------------------------------------------------------------------------------------
 
 
+def install_loop() -> None:
+    """Install the loop hooks on the running loop (servers that send lifespan startup first)."""
+    if _writer is not None:
+        _install_loop()
+
+
 def _install_loop() -> None:
     if _summary.get("loop") is not None:
         return
@@ -219,17 +222,18 @@ def close() -> None:
     # The loop-side hooks time themselves (wall time, so preemption inflates it a little); for the
     # rest, count clock reads: 2 per request, 4 per hop (2 on the hop thread), 2 per psycopg2 wait.
     # scripts/bench-accounting measures the real cost from outside.
-    reads = 2 * _requests + 4 * sum(call_hooks.HOP_SITES.values()) + 2 * call_hooks.STATS.timed_waits
+    requests = _writer.written  # every finished request is written; exact with threaded workers too
+    reads = 2 * requests + 4 * sum(call_hooks.HOP_SITES.values()) + 2 * call_hooks.STATS.timed_waits
     cost_s = loop_hooks_s + reads * clock / 1e9
     _summary.update(
-        requests=_requests,
+        requests=requests,
         records_written=_writer.written,
         hop_sites=dict(call_hooks.HOP_SITES.most_common()),
         steps=stats.steps,
         steps_cpu_s=stats.steps_cpu_ns / 1e9 if stats.steps else None,
         loop_thread_cpu_s=(time.thread_time() - _summary["thread_cpu_at_install_s"]) if stats.steps else None,
-        hook_cost_us_per_request=round(cost_s * 1e6 / _requests, 1) if _requests else None,
-        loop_hooks_us_per_request=round(loop_hooks_s * 1e6 / _requests, 1) if _requests else None,
+        hook_cost_us_per_request=round(cost_s * 1e6 / requests, 1) if requests else None,
+        loop_hooks_us_per_request=round(loop_hooks_s * 1e6 / requests, 1) if requests else None,
     )
     path = _writer.path.with_suffix(".json")
     tmp = path.with_suffix(".tmp")

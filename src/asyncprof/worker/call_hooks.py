@@ -102,6 +102,7 @@ def install_asgiref() -> bool:
                 # would first open its schedstat file, and the sync functions crossed to are short.
                 # Their rare preemption shows as gil_wait.
                 t0, c0 = perf_counter_ns(), thread_time_ns()
+                rec.hop_start_ns = t0
                 try:
                     return child()
                 finally:
@@ -171,12 +172,27 @@ def _install_async_to_sync(cls: Any) -> None:
     cls.__call__ = call
 
 
+def _blocked(fn: Callable[..., Any], *args: Any) -> int:
+    """Call ``fn(*args)``; return how long this thread was blocked in it (ns).
+
+    Blocked is off-CPU and not in the run queue: the call's wall time minus this thread's CPU
+    and run delay over it.  The CPU of the call itself (the system call, and the clock reads
+    inside the interval: a ``time.sleep`` costs ~40 µs of CPU here, a ``select`` ~5 µs) is
+    ``cpu``, and the run delay after waking ``os_run_queue``; counted as blocked as well, the
+    request's categories would sum to more than its wall time.  The CPU clock is read
+    outermost, so the reads' own CPU is never counted as blocked.
+    """
+    c0, r0, t0 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
+    try:
+        fn(*args)
+    finally:
+        t1, r1, c1 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
+    return max(0, (t1 - t0) - (c1 - c0) - (r1 - r0))
+
+
 def _timed_select(rec: RequestRecord, rlist: list[int], wlist: list[int], connecting: bool) -> None:
     STATS.timed_waits += 1
-    t0, r0 = perf_counter_ns(), run_delay_ns()
-    select.select(rlist, wlist, [])
-    t1, r1 = perf_counter_ns(), run_delay_ns()
-    blocked = max(0, (t1 - t0) - (r1 - r0))
+    blocked = _blocked(select.select, rlist, wlist, [])
     rec.blocked_known += blocked
     if connecting:
         rec.db_connect += blocked
@@ -319,14 +335,10 @@ def sleep(seconds: float) -> None:
     rec = current.get()
     if rec is None or rec.closed:
         return _original_sleep(seconds)
-    t0, r0 = perf_counter_ns(), run_delay_ns()
+    blocked = 0
     try:
-        _original_sleep(seconds)
+        blocked = _blocked(_original_sleep, seconds)
     finally:
-        # As in _timed_select: the run delay after waking up is os_run_queue, not blocking
-        # (counted in both, the categories would sum to more than the wall time).
-        t1, r1 = perf_counter_ns(), run_delay_ns()
-        blocked = max(0, (t1 - t0) - (r1 - r0))
         rec.blocking += blocked
         rec.blocked_known += blocked
 

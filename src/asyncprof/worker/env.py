@@ -17,6 +17,11 @@ WSGI_APP = "ASYNCPROF_WSGI_APP"
 ASGI_APP = "ASYNCPROF_ASGI_APP"
 ACCOUNTING = "ASYNCPROF_ACCOUNTING"
 INTERFACE = "ASYNCPROF_INTERFACE"
+#: When a worker not run by gunicorn writes ``workers/<pid>.json``: ``lifespan`` (ASGI lifespan
+#: startup) or ``import`` (when the application module is imported; the default).
+ANNOUNCE = "ASYNCPROF_ANNOUNCE"
+#: "1": the worker ignores SIGTERM (its server stops it by other means; see the hypercorn mode).
+IGNORE_SIGTERM = "ASYNCPROF_IGNORE_SIGTERM"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class WorkerEnv:
     asgi_app: str
     accounting: bool
     interface: str
+    announce: str = "import"
+    ignore_sigterm: bool = False
 
     @classmethod
     def read(cls) -> "WorkerEnv":
@@ -45,4 +52,6 @@ class WorkerEnv:
             asgi_app=os.environ.get(ASGI_APP, "asyncprof_target.asgi:application"),
             accounting=os.environ.get(ACCOUNTING, "0") == "1",
             interface=os.environ.get(INTERFACE, ""),
+            announce=os.environ.get(ANNOUNCE, "import") or "import",
+            ignore_sigterm=os.environ.get(IGNORE_SIGTERM, "0") == "1",
         )

@@ -4,13 +4,26 @@ Call order in a gunicorn worker (see :mod:`asyncprof.worker.gunicorn_conf`):
 ``install_tracing`` after fork, ``prepare_django`` + ``wrap_*`` when the
 application module is imported, ``announce_ready`` once the app is loaded,
 ``shutdown`` when the worker exits (flushes spans).
+
+Every other server (uvicorn, hypercorn, daphne, granian) has no such hooks, but
+imports the application module in each worker process: there
+:func:`install_standalone` installs the same instruments first and arranges
+the flush at exit (ASGI lifespan shutdown, uvicorn's ``Server.shutdown``,
+``atexit`` and multiprocessing's exit finalizers, whichever comes first), and
+the worker announces itself at lifespan startup or at import
+(:data:`asyncprof.worker.env.ANNOUNCE`); see :func:`serve_standalone_asgi`.
 """
 
+import atexit
 import importlib
+import importlib.util
 import json
+import multiprocessing.util
 import os
+import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +31,12 @@ from asyncprof.worker.env import WorkerEnv
 
 ENV = WorkerEnv.read()
 _provider: Any = None
+_managed = False  # gunicorn's post_fork hook installed the instruments in this process
+_standalone = False  # install_standalone() did
+_closed = False
+_info: dict[str, Any] = {}  # this worker's workers/<pid>.json, as last written
+#: Servers asyncprof knows, by the module each one's workers have imported (first match wins).
+SERVERS = ("granian", "hypercorn", "daphne", "uvicorn", "gunicorn")
 
 
 def _run_path(*parts: str) -> Path | None:
@@ -135,7 +154,14 @@ def wrap_asgi(app: Any) -> Any:
 
 
 def _describe_server(worker: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {"worker_class": type(worker).__name__}
+    if worker is None:
+        return _describe_standalone()
+    info: dict[str, Any] = {"server": "gunicorn", "worker_class": type(worker).__name__}
+    cfg = getattr(worker, "cfg", None)
+    if info["worker_class"] == "ThreadWorker" and cfg is not None:
+        info["threads"] = cfg.threads
+    elif info["worker_class"] == "GeventWorker" and cfg is not None:
+        info["worker_connections"] = cfg.worker_connections
     config = getattr(worker, "config", None)  # uvicorn workers carry a uvicorn Config
     if config is not None:
         loop, http = getattr(config, "loop", "auto"), getattr(config, "http", "auto")
@@ -147,22 +173,148 @@ def _describe_server(worker: Any) -> dict[str, Any]:
     return info
 
 
-def announce_ready(worker: Any) -> None:
-    """Write ``workers/<pid>.json``: the recorder waits for one per worker before load starts."""
+def _running_loop() -> str | None:
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return type(loop).__module__.split(".")[0]  # "asyncio" or "uvloop", as the accounting says
+
+
+def _describe_standalone() -> dict[str, Any]:
+    info: dict[str, Any] = {"server": next((name for name in SERVERS if name in sys.modules), None)}
+    if ENV.interface == "asgi":
+        info["loop"] = _running_loop()
+    return info
+
+
+def _http_impl(send: Any) -> str | None:
+    """Which HTTP implementation serves a request, from the module of the server's ``send``.
+
+    uvicorn: ``httptools`` or ``h11`` (its protocol modules are named after the parser);
+    hypercorn parses HTTP/1.1 with ``h11``; daphne with ``twisted`` (twisted.web); granian in Rust.
+    """
+    owner = getattr(send, "__self__", None) or getattr(getattr(send, "func", None), "__self__", None)
+    module = type(owner).__module__ if owner is not None else (getattr(send, "__module__", None) or "")
+    for marker, name in (("httptools", "httptools"), ("h11", "h11"), ("hypercorn", "h11"),
+                         ("daphne", "twisted"), ("twisted", "twisted"), ("granian", "granian")):
+        if marker in module:
+            return name
+    return module.split(".")[0] or None
+
+
+def _write_info(info: dict[str, Any]) -> None:
     path = _run_path("workers", f"{os.getpid()}.json")
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = {
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(path)
+    _info.clear()
+    _info.update(info)
+
+
+def announce_ready(worker: Any = None) -> None:
+    """Write ``workers/<pid>.json``: the recorder waits for one per worker before load starts.
+
+    *worker* is gunicorn's worker object; None in servers without gunicorn's hooks.
+    """
+    _write_info({
         "pid": os.getpid(),
         "ppid": os.getppid(),
         "ready_unix": time.time(),
         "python": sys.version.split()[0],
         **_describe_server(worker),
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(path)
+    })
+
+
+def install_standalone() -> bool:
+    """Install the instruments in a worker of a server without gunicorn's hooks; once per process.
+
+    Called when the application module is imported, before the user's app is (the
+    instrumentors patch the database drivers).  Returns True in such a worker, False under
+    gunicorn, whose post_fork hook has done this already.
+    """
+    global _standalone
+    if _managed:
+        return False
+    if _standalone:
+        return True
+    _standalone = True
+    if ENV.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    install_tracing()
+    install_accounting()
+    if "uvicorn" in sys.modules:  # uvicorn's own workers import the app from inside uvicorn
+        flush_at_server_shutdown()
+    atexit.register(shutdown)
+    # A worker started by multiprocessing's fork leaves through os._exit, past atexit; its exit
+    # finalizers still run (granian's workers, for one).
+    multiprocessing.util.Finalize(None, shutdown, exitpriority=100)
+    return True
+
+
+def managed_by_gunicorn() -> None:
+    """gunicorn's post_fork hook runs in this process: the standalone path stays off."""
+    global _managed
+    _managed = True
+
+
+def announce_at_import() -> bool:
+    """Whether a standalone worker announces itself when the application module is imported."""
+    return ENV.announce != "lifespan"
+
+
+def serve_standalone_asgi(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """The outermost layer in a standalone ASGI worker: the lifespan protocol, and server facts.
+
+    Lifespan startup installs the accounting's loop hooks (before the first request's task is
+    created) and, when the mode says so, announces the worker; lifespan shutdown flushes the
+    instruments.  Django itself does not speak lifespan, so it never sees it.  The first HTTP
+    request records which loop and HTTP implementation served it in ``workers/<pid>.json``.
+    """
+    first = True
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal first
+        if scope.get("type") == "lifespan":
+            return await _lifespan(receive, send)
+        if first and scope.get("type") == "http":
+            first = False
+            _note_http(send)
+        return await app(scope, receive, send)
+
+    return application
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        kind = message.get("type")
+        if kind == "lifespan.startup":
+            if ENV.accounting:
+                from asyncprof.worker import accounting
+
+                accounting.install_loop()
+            if not announce_at_import():
+                announce_ready()
+            await send({"type": "lifespan.startup.complete"})
+        elif kind == "lifespan.shutdown":
+            shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _note_http(send: Any) -> None:
+    if not _info:
+        return
+    info = dict(_info)
+    info.update(loop=_running_loop(), http=_http_impl(send))
+    if info != _info:
+        _write_info(info)
 
 
 def flush_at_server_shutdown() -> None:
@@ -190,8 +342,14 @@ def flush_at_server_shutdown() -> None:
 
 
 def shutdown() -> None:
-    """Write the accounting's last records, flush and close the span exporters; at worker exit."""
-    global _provider
+    """Write the accounting's last records, flush and close the span exporters; at worker exit.
+
+    Runs once per process, however many exit paths call it.
+    """
+    global _provider, _closed
+    if _closed:
+        return
+    _closed = True
     if ENV.accounting:
         from asyncprof.worker import accounting
 

@@ -119,8 +119,7 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
                 rec = self.rec = current.get()  # the request's first task: the record began mid-step
             if rec is not None and not rec.closed:
                 t_start, c_start, r_start = (rec.step_t0, rec.step_c0, rec.step_r0) if rec.running else (t0, c0, r0)
-                rec.steps_wall += t1 - t_start
-                rec.add_running(t1 - t_start, c1 - c_start, r1 - r_start)
+                rec.end_step(t_start, t1, c1 - c_start, r1 - r_start)
                 rec.running = False
                 if rec.ready_tasks > 0:
                     rec.ready_since, rec.ready_rd = t1, r1
@@ -264,6 +263,5 @@ def finish_running(rec: RequestRecord) -> None:
         c1 = thread_time_ns()
         r1 = run_delay_ns()
         t1 = perf_counter_ns()
-        rec.steps_wall += t1 - rec.step_t0
-        rec.add_running(t1 - rec.step_t0, c1 - rec.step_c0, r1 - rec.step_r0)
+        rec.end_step(rec.step_t0, t1, c1 - rec.step_c0, r1 - rec.step_r0)
         rec.running = False
