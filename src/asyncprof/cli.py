@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--scenario", default="seed", help=f"workload: {', '.join(SCENARIOS)} (default seed)")
     rec.add_argument("--view", choices=("sync", "async"), help="force the view flavour (default: the mode's own)")
     rec.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    rec.add_argument("--threads", type=int, default=None,
+                     help="threads per worker for the threaded modes (gthread, granian-wsgi; default 4)")
     rec.add_argument("--users", type=int, default=50, help="concurrent Locust users (default 50)")
     rec.add_argument("--spawn-rate", type=float, help="users started per second (default: all in 1 s)")
     rec.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
@@ -132,7 +134,8 @@ def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
     from asyncprof.renderers.terminal import report_table
 
     config = RecordConfig(
-        mode=args.mode, scenario=args.scenario, view=args.view, workers=args.workers, users=args.users,
+        mode=args.mode, scenario=args.scenario, view=args.view, workers=args.workers, threads=args.threads,
+        users=args.users,
         spawn_rate=args.spawn_rate, duration=args.duration, warmup=args.warmup, db=args.db, rows=args.rows,
         pool_size=args.pool_size, connect=args.connect, host=args.host, port=args.port, pyspy=args.pyspy,
         pyspy_rate=args.pyspy_rate, pyspy_nonblocking=args.pyspy_nonblocking, otel=args.otel, pyinstrument=args.pyinstrument,

