@@ -62,6 +62,20 @@ register(
 )
 register(
     Scenario(
+        "page",
+        "the seed page's two raw-SQL queries rendered through a Django template as HTML",
+        _per_flavour("page"),
+    )
+)
+register(
+    Scenario(
+        "cpu",
+        "a CPU-bound view: a fixed amount of pure-Python work, no database",
+        _per_flavour("cpu"),
+    )
+)
+register(
+    Scenario(
         "calibrate",
         "a request of known cost, set by --calibrate cpu_ms=A,db_ms=B,block_ms=C,hops=D: A ms of CPU, "
         "B ms in pg_sleep, C ms of blocking time.sleep, D sync<->async crossings (default all 0)",

@@ -10,6 +10,10 @@ urlpatterns = [
     path("async/seed/", views.seed_async, name="async-seed"),
     path("sync/orm/", views.orm_sync, name="sync-orm"),
     path("async/orm/", views.orm_async, name="async-orm"),
+    path("sync/page/", views.page_sync, name="sync-page"),
+    path("async/page/", views.page_async, name="async-page"),
+    path("sync/cpu/", views.cpu_sync, name="sync-cpu"),
+    path("async/cpu/", views.cpu_async, name="async-cpu"),
     path("sync/calibrate/", calibrate.calibrate_sync, name="sync-calibrate"),
     path("async/calibrate/", calibrate.calibrate_async, name="async-calibrate"),
 ]

@@ -107,3 +107,19 @@ def test_record_orm_scenario_with_instruments_off(traces: Path, service_url: str
     assert r["instruments"]["otel"]["spans"] == 0
     assert any("pyspy was off" in w for w in r["warnings"])
     assert r["attribution_ms"] is None and any("accounting" in w for w in r["warnings"])
+
+
+@pytest.mark.parametrize(("mode", "scenario"), [("sync", "page"), ("async", "page"), ("sync", "cpu"), ("async", "cpu")])
+def test_page_and_cpu_scenarios(mode: str, scenario: str, traces: Path, service_url: str) -> None:
+    proc = asyncprof("record", "--mode", mode, "--scenario", scenario, "--db", service_url, "--out", str(traces),
+                     "--no-pyspy", "--no-pyinstrument", *SHORT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = only_run(traces)
+    r = report_json(run)
+    assert r["errors"] == 0 and r["requests"] > 20
+    assert [e["name"] for e in r["endpoints"]] == [f"{r['view']}/{scenario}"]
+    a = r["attribution_ms"]
+    if scenario == "cpu":  # no database at all, and the time is the view's CPU
+        assert r["queries_per_request"] == 0 and a["db_wait"] == 0 and a["cpu"] > 1.0
+    else:
+        assert r["queries_per_request"] >= 2
