@@ -10,11 +10,17 @@ bound is widened by the run delay the kernel actually measured, not by a guess.
 The hooks patch globals (``time.sleep``, asgiref's classes, asyncpg's, psycopg2's wait
 callback) and keep module state (``accounting._writer`` …, the hop-site counter, the loop
 stats): the autouse fixture below puts all of it back after every test.
+
+The tests of real OS threads (``real_threads``) cannot run in a process whose threads are
+gevent greenlets: Locust monkey-patches the whole process when it is imported, which the test
+modules of the load generator's log format do.  There they run once, in a fresh interpreter,
+and pass or fail with its outcome.
 """
 
 import asyncio
 import os
 import subprocess
+import xml.etree.ElementTree as ET
 import sys
 import threading
 import time
@@ -71,6 +77,61 @@ def explained(rec: RequestRecord) -> int:
 
 def ms(ns: float) -> float:
     return round(ns / MS, 2)
+
+
+#: Tests that need real OS threads (hop threads, a WSGI worker thread, per-thread clocks).
+REAL_THREAD_TESTS = (
+    "test_run_delay_is_per_thread",
+    "test_sync_to_async_hops_are_counted_and_timed",
+    "test_hops_outside_a_request_are_not_counted",
+    "test_async_to_sync_wait_is_thread_hop",
+    "test_psycopg2_waits_are_db_wait_and_db_connect",
+)
+
+
+def threads_are_greenlets() -> bool:
+    """True when gevent has monkey-patched ``threading`` in this process (Locust does, on import)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+@pytest.fixture(scope="module")
+def fresh_interpreter_outcomes(request: pytest.FixtureRequest,
+                               tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], str]:
+    """Run the real-thread tests of this module once in a fresh interpreter: {test name: outcome}."""
+    junit = tmp_path_factory.mktemp("fresh-interpreter") / "junit.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", " or ".join(REAL_THREAD_TESTS), f"--junitxml={junit}"],
+        cwd=request.config.rootpath, capture_output=True, text=True, timeout=300, check=False,
+    )
+    outcomes: dict[str, str] = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            problem = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
+            if problem is None:
+                outcomes[case.get("name", "")] = "passed"
+            else:
+                outcomes[case.get("name", "")] = f"{problem.tag}: {problem.get('message', '')}\n{problem.text or ''}"
+    return outcomes, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+@pytest.fixture
+def real_threads(request: pytest.FixtureRequest) -> bool:
+    """False: run the test here.  True: it already passed in a fresh interpreter (see module doc)."""
+    assert request.node.originalname in REAL_THREAD_TESTS
+    if not threads_are_greenlets():
+        return False
+    outcomes, output = request.getfixturevalue("fresh_interpreter_outcomes")
+    outcome = outcomes.get(request.node.name)
+    where = "in a fresh interpreter (this process's threads are gevent greenlets: Locust patched it)"
+    if outcome is None:
+        pytest.fail(f"{request.node.name} did not run {where}:\n{output}")
+    if outcome.startswith("skipped"):
+        pytest.skip(f"{where}: {outcome}")
+    if outcome != "passed":
+        pytest.fail(f"{where}: {outcome}", pytrace=False)
+    return True
 
 
 @pytest.fixture(autouse=True)
@@ -221,8 +282,10 @@ def test_clocks_are_read() -> None:
     assert run_delay_ns() >= rd and thread_time_ns() - cpu >= 2 * MS
 
 
-def test_run_delay_is_per_thread() -> None:
+def test_run_delay_is_per_thread(real_threads: bool) -> None:
     """A thread's own schedstat, not the main thread's: a new thread starts near zero."""
+    if real_threads:
+        return  # passed in a fresh interpreter
     if not schedstat_available():
         pytest.skip("no /proc/thread-self/schedstat on this kernel")
     box: dict[str, int] = {}
@@ -409,8 +472,14 @@ def test_request_start_is_the_task_creation(loop: asyncio.AbstractEventLoop) -> 
         return await task
 
     rec = loop.run_until_complete(main())
-    assert 14 * MS <= rec.event_loop + rec.run_delay <= rec.end_ns - rec.start_ns, ms(rec.event_loop)
-    assert rec.event_loop >= 13 * MS, ms(rec.event_loop)
+    detail = str({"event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay), "wall": ms(rec.end_ns - rec.start_ns)})
+    assert 14.5 * MS <= rec.event_loop + rec.run_delay <= rec.end_ns - rec.start_ns, detail
+    # the loop thread ran 15 ms of CPU for others meanwhile: event_loop, however long the thread
+    # was preempted before or during the burn (the mark's run-delay baseline is the step's start).
+    # Not to the microsecond: on this VM the kernel's run delay sometimes grows by a few ms more
+    # than the wall time that passed (cold code, a migration to the other CPU), and the ready
+    # wait's split gives that to os_run_queue.
+    assert 10 * MS <= rec.event_loop <= 20 * MS, detail
 
 
 # --- thread hops -------------------------------------------------------------------------------
@@ -426,10 +495,13 @@ def hop_work() -> None:
 
 
 @pytest.mark.parametrize("executor", ["thread_sensitive", "ThreadSensitiveContext", "thread_pool"])
-def test_sync_to_async_hops_are_counted_and_timed(loop: asyncio.AbstractEventLoop, executor: str) -> None:
+def test_sync_to_async_hops_are_counted_and_timed(loop: asyncio.AbstractEventLoop, executor: str,
+                                                  real_threads: bool) -> None:
     """N hops of 5 ms of CPU each: hops == N, their CPU is the request's, the call site is named.
 
     ``ThreadSensitiveContext`` is Django's ASGI case: a new executor thread per request."""
+    if real_threads:
+        return  # passed in a fresh interpreter
     from asgiref.sync import ThreadSensitiveContext, sync_to_async
 
     assert call_hooks.install_asgiref()
@@ -467,7 +539,9 @@ def test_sync_to_async_hops_are_counted_and_timed(loop: asyncio.AbstractEventLoo
     assert explained(rec) <= wall + MS // 10, detail
 
 
-def test_hops_outside_a_request_are_not_counted(loop: asyncio.AbstractEventLoop) -> None:
+def test_hops_outside_a_request_are_not_counted(loop: asyncio.AbstractEventLoop, real_threads: bool) -> None:
+    if real_threads:
+        return  # passed in a fresh interpreter
     from asgiref.sync import sync_to_async
 
     assert call_hooks.install_asgiref()
@@ -475,8 +549,10 @@ def test_hops_outside_a_request_are_not_counted(loop: asyncio.AbstractEventLoop)
     assert not call_hooks.HOP_SITES
 
 
-def test_async_to_sync_wait_is_thread_hop() -> None:
+def test_async_to_sync_wait_is_thread_hop(real_threads: bool) -> None:
     """Sync code calling async code (WSGI): the caller's wait for the coroutine is thread_hop."""
+    if real_threads:
+        return  # passed in a fresh interpreter
     from asgiref.sync import async_to_sync
 
     assert call_hooks.install_asgiref()
@@ -522,7 +598,9 @@ def test_time_sleep_is_blocking() -> None:
 # --- PostgreSQL drivers ------------------------------------------------------------------------
 
 
-def test_psycopg2_waits_are_db_wait_and_db_connect(service_url: str) -> None:
+def test_psycopg2_waits_are_db_wait_and_db_connect(service_url: str, real_threads: bool) -> None:
+    if real_threads:
+        return  # passed in a fresh interpreter
     import psycopg2
 
     assert call_hooks.install_psycopg2()
@@ -577,7 +655,9 @@ def test_asyncpg_query_and_connect(loop: asyncio.AbstractEventLoop, service_url:
         conn = await asyncpg.connect(service_url)
         try:
             t0 = perf_counter_ns()
-            assert await conn.fetchval("select pg_sleep(0.05)") is None
+            # int4, which asyncpg decodes without a catalog query (pg_sleep's void may need
+            # one: a first-use introspection query is part of the same region, and can be slow)
+            assert await conn.fetchval("select 1 from pg_sleep(0.05)") == 1
             query_wall = perf_counter_ns() - t0
         finally:
             await conn.close()
@@ -586,7 +666,9 @@ def test_asyncpg_query_and_connect(loop: asyncio.AbstractEventLoop, service_url:
         return rec, query_wall
 
     rec, query_wall = loop.run_until_complete(loop.create_task(request()))
-    assert rec.db_connect > 0 and rec.pool_wait == 0
+    # opening a local connection is mostly the loop's own CPU; the little waiting left is
+    # db_connect, or event_loop where the lag estimate (loop_hooks.loop_lag_ns) claims it
+    assert rec.db_connect + rec.lag_moved > 0 and rec.pool_wait == 0
     assert 49 * MS <= rec.db_wait <= query_wall, (ms(rec.db_wait), ms(query_wall))
     assert rec.db_wait <= 120 * MS
     assert rec.queries == 1
@@ -624,6 +706,45 @@ def test_asyncpg_pool_wait(loop: asyncio.AbstractEventLoop, service_url: str) ->
     assert rec.db_connect >= rec.pool_wait
     assert rec.queries >= 1  # the query; the pool's reset on release is a round trip as well
     assert explained(rec) <= rec.end_ns - rec.start_ns
+
+
+def test_asyncpg_connect_inside_acquire_is_not_counted_twice(loop: asyncio.AbstractEventLoop,
+                                                               service_url: str) -> None:
+    """A pool with no idle connection opens one inside ``Pool._acquire``: two nested await
+    regions ended by the same wakeup.  While a hog keeps the loop busy, that wakeup waits for the
+    loop (lag, moved to event_loop): moved once, not once per region."""
+    import asyncpg
+
+    assert call_hooks.install_asyncpg()
+
+    async def main() -> RequestRecord:
+        pool = await asyncpg.create_pool(service_url, min_size=0, max_size=1)
+        try:
+            async def request() -> RequestRecord:
+                rec = start_request()
+                async with pool.acquire() as conn:  # no connection yet: the pool connects here
+                    await conn.fetchval("select 1")
+                loop_hooks.finish_running(rec)
+                close_record(rec)
+                return rec
+
+            async def hog() -> None:  # the loop is busy most of the time the connection is opened
+                for _ in range(25):
+                    burn(3)
+                    await asyncio.sleep(0.0005)
+
+            rec, _ = await asyncio.gather(loop.create_task(request()), loop.create_task(hog()))
+            return rec
+        finally:
+            await pool.close()
+
+    for _ in range(3):
+        rec = loop.run_until_complete(main())
+        detail = str({"wall": ms(rec.end_ns - rec.start_ns), "explained": ms(explained(rec)),
+                      "db_connect": ms(rec.db_connect), "pool_wait": ms(rec.pool_wait),
+                      "event_loop": ms(rec.event_loop), "db_wait": ms(rec.db_wait), "lag_moved": ms(rec.lag_moved)})
+        assert rec.db_connect > 0 and rec.pool_wait <= rec.db_connect, detail
+        assert explained(rec) <= rec.end_ns - rec.start_ns + MS // 10, detail
 
 
 # --- the wrappers, end to end ----------------------------------------------------------------------
@@ -679,7 +800,7 @@ def test_wsgi_wrapper_writes_a_record(accounting_dir: Path) -> None:
     assert [(r["trace_id"], r["name"]) for r in rows] == [("0af7651916cd43dd8448eb211c80319c", "/p/"), ("", "/q/")]
     row = rows[0]
     assert 4900 <= int(row["cpu_us"]) <= 9000, row
-    assert 9900 <= int(row["blocking_us"]) <= 25000, row
+    assert 9500 <= int(row["blocking_us"]) <= 25000, row  # the sleep minus its own CPU (~50 µs)
     assert int(row["gil_wait_us"]) <= 2000, row  # the sleep is a known wait, not GIL
     assert row_categories_us(row) <= int(row["wall_us"]) + 1 <= outer_wall_us + 1, row
     assert int(row["wall_us"]) - row_categories_us(row) <= 1000, row  # a sync request: nothing unexplained
@@ -746,7 +867,8 @@ def test_asgi_wrapper_end_to_end(accounting_dir: Path) -> None:
             events.append(message["type"])
 
         loop = asyncio.get_running_loop()
-        scope = {"type": "http", "path": "/items/7/", "headers": [(b"host", b"x"), (b"traceparent", TRACEPARENT.encode())]}
+        headers = [(b"host", b"x"), (b"traceparent", TRACEPARENT.encode())]
+        scope = {"type": "http", "path": "/items/7/", "headers": headers}
         task = loop.create_task(wrapped(scope, receive, send))  # as uvicorn's protocol does
         burn(15)  # the loop is busy while the new request waits for its first step: event_loop
         await task

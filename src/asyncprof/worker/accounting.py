@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from asyncprof.worker import call_hooks, loop_hooks
+from asyncprof.worker import call_hooks, greenlet_hooks, loop_hooks
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, schedstat_available, thread_time_ns
 from asyncprof.worker.record import RecordWriter, RequestRecord, current
 from asyncprof.worker.record_format import ACCOUNTING_DIR
@@ -129,8 +129,9 @@ class _ClosingBody:
 def _finish_wsgi(rec: RequestRecord, c0: int, r0: int) -> None:
     if rec.closed:
         return
-    c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
-    rec.add_running(t1 - rec.start_ns, c1 - c0, r1 - r0)
+    if not greenlet_hooks.end(rec):  # under gevent the greenlet's runs were accounted at each switch
+        c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
+        rec.add_running(t1 - rec.start_ns, c1 - c0, r1 - r0)
     _finish(rec)
     current.set(None)
 
@@ -139,11 +140,14 @@ def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
     """Account every request of a WSGI *app*, from the call to the response's ``close()``."""
     if _writer is None:
         return app
+    greenlets = _follow_greenlets()  # gunicorn's gevent worker has patched the process by now
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
         rec = RequestRecord(_trace_id(environ.get("HTTP_TRACEPARENT")), environ.get("PATH_INFO", ""),
                             time.time(), t0)
+        if greenlets:
+            greenlet_hooks.begin(rec, t0, c0, r0)
         rec.span = _current_span()
         current.set(rec)  # not reset on return: the server iterates and closes the body after
         try:
@@ -154,6 +158,19 @@ def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
         return _ClosingBody(body, rec, c0, r0)
 
     return application
+
+
+def _follow_greenlets() -> bool:
+    """Under gevent, account requests per greenlet (:mod:`asyncprof.worker.greenlet_hooks`)."""
+    if greenlet_hooks.install():
+        import select
+
+        # psycopg2's wait callback calls select.select at each wait: gevent's, cooperative, once patched
+        _summary.update(concurrency="gevent", hooks={**_summary.get("hooks", {}), "greenlets": True},
+                        ready_wait_measured=True,  # the time a request's greenlet is switched out
+                        psycopg2_select=f"{select.select.__module__}.{select.select.__name__}")
+        return True
+    return False
 
 
 # --- ASGI -------------------------------------------------------------------------------------
@@ -224,6 +241,7 @@ def close() -> None:
     # scripts/bench-accounting measures the real cost from outside.
     requests = _writer.written  # every finished request is written; exact with threaded workers too
     reads = 2 * requests + 4 * sum(call_hooks.HOP_SITES.values()) + 2 * call_hooks.STATS.timed_waits
+    reads += greenlet_hooks.STATS.clock_reads  # gevent: one per switch of a request's greenlet
     cost_s = loop_hooks_s + reads * clock / 1e9
     _summary.update(
         requests=requests,

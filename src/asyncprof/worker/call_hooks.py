@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
-from asyncprof.worker import loop_hooks
+from asyncprof.worker import greenlet_hooks, loop_hooks
 from asyncprof.worker.record import RequestRecord, current
 
 HOP_SITES: Counter[str] = Counter()
@@ -191,6 +191,10 @@ def _blocked(fn: Callable[..., Any], *args: Any) -> int:
 
 
 def _timed_select(rec: RequestRecord, rlist: list[int], wlist: list[int], connecting: bool) -> None:
+    if greenlet_hooks.active():  # gevent: the select switches to the hub; the switch-out is the wait
+        greenlet_hooks.wait(greenlet_hooks.WAIT_CONNECT if connecting else greenlet_hooks.WAIT_DB,
+                            select.select, rlist, wlist, [])
+        return
     STATS.timed_waits += 1
     blocked = _blocked(select.select, rlist, wlist, [])
     rec.blocked_known += blocked
@@ -239,12 +243,20 @@ def install_psycopg2() -> bool:
 def _own_wait(rec: RequestRecord, t0: int, busy0: int) -> int:
     """An await region's own wait: its wall time minus the request's loop time, minus loop lag.
 
-    The lag (see ``loop_hooks.loop_lag_ns``) moves to ``event_loop``.
+    The lag (see ``loop_hooks.loop_lag_ns``) moves to ``event_loop``, once per ready mark: regions
+    nest (the pool opens a connection inside ``Pool._acquire``), and the mark that ended the
+    inner one often ends the outer one too.  Moved lag counts as busy time (``busy_ns``), so an
+    enclosing region's own wait excludes it as well.
     """
     t1 = perf_counter_ns()
     own = max(0, (t1 - t0) - (rec.busy_ns(t1) - busy0))
+    if rec.last_ready_ns == rec.lag_mark_ns:
+        return own  # this wakeup's lag was charged already (by a nested region)
     lag = min(own, loop_hooks.loop_lag_ns(rec, t0))
-    rec.event_loop += lag
+    if lag > 0:
+        rec.lag_mark_ns = rec.last_ready_ns
+        rec.lag_moved += lag
+        rec.event_loop += lag
     return own - lag
 
 

@@ -18,6 +18,7 @@ control_socket_disable = True
 
 def post_fork(server: Any, worker: Any) -> None:
     hooks.managed_by_gunicorn()
+    hooks.patch_gevent_first(worker)
     hooks.install_tracing()
     hooks.install_accounting()
     hooks.flush_at_server_shutdown()

@@ -257,6 +257,20 @@ def install_standalone() -> bool:
     return True
 
 
+def patch_gevent_first(worker: Any) -> None:
+    """In a gunicorn gevent worker, monkey-patch before the instruments start.
+
+    gunicorn patches in the worker's ``init_process``, after ``post_fork``: the span exporter's
+    thread would be a real thread then (and trip over the patched ``threading`` as it exits), and
+    the accounting's wrapper around ``time.sleep`` would call the blocking one.  Patching first is
+    what gevent applications do; gunicorn's own ``patch_all`` afterwards changes nothing more.
+    """
+    if type(worker).__module__ == "gunicorn.workers.ggevent":
+        from gevent import monkey
+
+        monkey.patch_all()
+
+
 def managed_by_gunicorn() -> None:
     """gunicorn's post_fork hook runs in this process: the standalone path stays off."""
     global _managed

@@ -36,7 +36,7 @@ class LoopStats:
     # before each step's end timestamp are not in it (the summary adds an estimate).
     hook_ns = 0
     ready_marks = 0
-    last_rd = 0  # the loop thread's run delay at the latest step boundary
+    last_rd = 0  # the loop thread's run delay at the latest step start or end
     # The loop's latest selector call (entered, returned) and the return before it.
     select_entered_ns = 0
     select_returned_ns = 0
@@ -88,6 +88,10 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
         r0 = run_delay_ns()
         c0 = thread_time_ns()
         self.t0, self.c0, self.r0 = t0, c0, r0
+        # The baseline of marks made during this step (most are: a step creates tasks and
+        # resolves futures); left at the previous step's end, it would count the loop thread's
+        # run delay from before the step as the woken task's wait.
+        STATS.last_rd = r0
         rec = self.rec
         if rec is not None and not rec.closed:
             if self.is_ready:

@@ -33,7 +33,7 @@ class RequestRecord:
         "event_loop", "ready_wall", "steps_wall", "hop_inner_wall",
         "running", "step_t0", "step_c0", "step_r0", "ready_tasks", "ready_since", "ready_rd",
         "db_depth", "acquiring", "connect_own", "last_ready_ns", "last_lag_ns", "hop_done_ns", "hop_signal_ns",
-        "hop_start_ns",
+        "hop_start_ns", "lag_moved", "lag_mark_ns",
     )  # fmt: skip
 
     def __init__(self, trace_id: str, name: str, start_unix: float, start_ns: int) -> None:
@@ -61,6 +61,8 @@ class RequestRecord:
         self.last_ready_ns = self.last_lag_ns = 0
         self.hop_done_ns = self.hop_signal_ns = 0  # the latest hop's function returned / its thread signalled the loop
         self.hop_start_ns = 0  # the latest hop's function started on its thread
+        self.lag_moved = 0  # loop lag the await regions moved to event_loop (see call_hooks._own_wait)
+        self.lag_mark_ns = 0  # the ready mark whose lag was moved last
 
     def end_step(self, t_start: int, t1: int, cpu: int, run_delay: int) -> None:
         """Account a step of the request's code on the loop thread, from *t_start* to *t1*.
@@ -98,10 +100,10 @@ class RequestRecord:
     def busy_ns(self, now: int) -> int:
         """Wall time so far in which the request ran on the loop or waited for it (ASGI).
 
-        An ``await`` region's own wait is its wall time minus the growth of this value (and of
-        ``hop_inner_wall``) over the region.
+        An ``await`` region's own wait is its wall time minus the growth of this value over the
+        region (which includes ``hop_inner_wall`` and the loop lag already moved to event_loop).
         """
-        busy = self.steps_wall + self.ready_wall + self.hop_inner_wall
+        busy = self.steps_wall + self.ready_wall + self.hop_inner_wall + self.lag_moved
         if self.running:
             busy += now - self.step_t0
         return busy
