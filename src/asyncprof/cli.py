@@ -40,8 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
     rec.add_argument("--threads", type=int, default=None,
                      help="threads per worker for the threaded modes (gthread, granian-wsgi; default 4)")
-    rec.add_argument("--users", type=int, default=50, help="concurrent Locust users (default 50)")
+    rec.add_argument("--users", type=int, default=50,
+                     help="concurrent Locust users (default 50); with --rate, the most connections per load process")
+    rec.add_argument("--rate", type=float, metavar="R",
+                     help="open loop: start R requests per second whatever the answers (latency then counts from "
+                          "each request's scheduled time, no coordinated omission); default: closed loop")
     rec.add_argument("--spawn-rate", type=float, help="users started per second (default: all in 1 s)")
+    _add_load_arguments(rec)
     rec.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
     rec.add_argument("--warmup", type=float, default=5.0, help="seconds of load excluded before measuring (default 5)")
     rec.add_argument("--db", default=os.environ.get("DATABASE_URL", "embedded"),
@@ -65,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--calibrate", metavar="cpu_ms=A,db_ms=B,block_ms=C,hops=D",
                      help="the calibrate scenario's cost per request: A ms of CPU, B ms in pg_sleep, C ms blocked in "
                           "time.sleep, D sync<->async hops (missing keys are 0; only with --scenario calibrate)")
+    rec.add_argument("--upstream-delay-ms", type=float, default=20.0, metavar="MS",
+                     help="for scenarios that call an upstream HTTP service (fanout): its delay per call (default 20)")
     rec.add_argument("--out", type=Path, default=None, help="parent directory of run directories (default ./traces)")
 
     rep = sub.add_parser("report", help="summarise a run")
@@ -77,11 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", action="store_true", help="machine-readable JSON: {runs: [...], gap: {...}}")
     cmp.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
-    swp = sub.add_parser("sweep", help="throughput and p99 against users for several modes, interleaved trials")
+    swp = sub.add_parser("sweep", help="throughput and p99 against load for several modes, interleaved trials")
     swp.add_argument("--modes", default="sync,async", help="comma-separated worker modes (default sync,async)")
-    swp.add_argument("--users", default="10,50,100,200", help="comma-separated users levels (default 10,50,100,200)")
+    swp.add_argument("--users", default=None,
+                     help="comma-separated users levels (default 10,50,100,200); with --rate, one value: the "
+                          "connections per load process (default 100)")
+    swp.add_argument("--rate", default=None, metavar="R1,R2,...",
+                     help="open loop: sweep these arrival rates (req/s) instead of users")
     swp.add_argument("--trials", type=int, default=3, help="trials per point (default 3)")
     swp.add_argument("--scenario", default="seed", help="workload (default seed)")
+    swp.add_argument("--upstream-delay-ms", type=float, default=20.0, metavar="MS",
+                     help="for scenarios that call an upstream HTTP service (fanout): its delay per call (default 20)")
     swp.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
     swp.add_argument("--duration", type=float, default=15.0, help="measured seconds per point (default 15)")
     swp.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds per point (default 5)")
@@ -90,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--instruments", default="none", choices=("none", "accounting", "all"),
                      help="instruments during the sweep (default none: curves measure throughput)")
     swp.add_argument("--json", action="store_true", help="print the sweep's JSON")
+    _add_load_arguments(swp)
     swp.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
     runs = sub.add_parser("runs", help="list recorded runs")
@@ -101,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--db", default=os.environ.get("DATABASE_URL"), help="postgresql:// URL (default $DATABASE_URL)")
     seed.add_argument("--rows", type=int, default=10_000, help="rows in the item table (default 10000)")
     return parser
+
+
+def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load generator's options, shared by record and sweep."""
+    parser.add_argument("--load-processes", type=int, default=1, metavar="N",
+                        help="Locust processes sending load; N > 1 runs Locust's distributed mode, a master and N "
+                             "workers (default 1)")
+    parser.add_argument("--load-remote-workers", type=int, default=0, metavar="M",
+                        help="also wait for M Locust workers you start on other machines (the command is printed); "
+                             "needs --load-master-bind")
+    parser.add_argument("--load-master-bind", default="127.0.0.1", metavar="HOST",
+                        help="where the Locust master listens for workers (default 127.0.0.1)")
+    parser.add_argument("--load-master-port", type=int, default=None, metavar="PORT",
+                        help="the Locust master's port (default: a free one)")
+    parser.add_argument("--pin", nargs="?", const="auto", metavar="LOAD/TARGET",
+                        help="put the load generator (Locust, py-spy) and the target (server, embedded PostgreSQL) "
+                             "on separate CPUs with taskset: 'auto' (the last quarter of the CPUs for the load) or "
+                             "CPU lists such as 1/0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,12 +167,15 @@ def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     config = RecordConfig(
         mode=args.mode, scenario=args.scenario, view=args.view, workers=args.workers, threads=args.threads,
-        users=args.users,
+        users=args.users, rate=args.rate, load_processes=args.load_processes, pin=args.pin,
+        load_remote_workers=args.load_remote_workers, load_master_bind=args.load_master_bind,
+        load_master_port=args.load_master_port,
         spawn_rate=args.spawn_rate, duration=args.duration, warmup=args.warmup, db=args.db, rows=args.rows,
         pool_size=args.pool_size, connect=args.connect, host=args.host, port=args.port, pyspy=args.pyspy,
         pyspy_rate=args.pyspy_rate, pyspy_nonblocking=args.pyspy_nonblocking, otel=args.otel, pyinstrument=args.pyinstrument,
         accounting=args.accounting,
         profile_every=args.profile_every, out=args.out or default_parent(), calibrate=args.calibrate,
+        upstream_delay_ms=args.upstream_delay_ms,
     )
     try:
         run = record(config, console=err)
@@ -198,15 +233,30 @@ def _int_list(flag: str, text: str) -> list[int]:
     return values
 
 
+def _float_list(flag: str, text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}", f"e.g. {flag} 100,200,400") from None
+    if not values:
+        raise UsageError(f"{flag} is empty", f"e.g. {flag} 100,200,400")
+    return values
+
+
 def _sweep(args: argparse.Namespace, out: Console, err: Console) -> int:
     from asyncprof.renderers import render_report
     from asyncprof.sweeper import sweep
 
     base = RecordConfig(scenario=args.scenario, workers=args.workers, duration=args.duration, warmup=args.warmup,
-                        db=args.db, out=args.out or default_parent())
+                        db=args.db, load_processes=args.load_processes, pin=args.pin,
+                        load_remote_workers=args.load_remote_workers, load_master_bind=args.load_master_bind,
+                        load_master_port=args.load_master_port, out=args.out or default_parent(),
+                        upstream_delay_ms=args.upstream_delay_ms)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    summary, path = sweep(base, modes, _int_list("--users", args.users), trials=args.trials,
-                          slo_p99_ms=args.slo_p99_ms, instruments=args.instruments, console=err)
+    rates = _float_list("--rate", args.rate) if args.rate is not None else None
+    users = _int_list("--users", args.users or ("100" if rates is not None else "10,50,100,200"))
+    summary, path = sweep(base, modes, users, trials=args.trials, slo_p99_ms=args.slo_p99_ms,
+                          instruments=args.instruments, rates=rates, console=err)
     if args.json:
         sys.stdout.write(render_report("json", summary) + "\n")
     else:

@@ -7,6 +7,7 @@ from typing import Any
 from asyncprof.calibration import Calibration, parse_calibration
 from asyncprof.errors import UsageError
 from asyncprof.modes import MODES, get_mode
+from asyncprof.processes import split_cpus, usable_cpus
 from asyncprof.scenarios import get_scenario
 
 CONNECT_POLICIES = ("persistent", "per-request")
@@ -23,8 +24,14 @@ class RecordConfig:
     view: str | None = None
     workers: int = 4
     threads: int | None = None  # per worker, for modes that take it (gthread, granian-wsgi); None: the mode's default
-    users: int = 50
+    users: int = 50  # closed loop: concurrent users; open loop (rate set): most connections per load process
     spawn_rate: float | None = None
+    rate: float | None = None  # open loop: requests per second in total, whatever the answers
+    load_processes: int = 1  # Locust processes sending load; more than 1 runs Locust's distributed mode
+    load_remote_workers: int = 0  # Locust workers the user starts on other machines (distributed mode)
+    load_master_bind: str = "127.0.0.1"  # where the Locust master listens for workers
+    load_master_port: int | None = None
+    pin: str | None = None  # "auto" or "LOAD/TARGET" CPU lists: separate CPUs for the load and the target
     duration: float = 30.0
     warmup: float = 5.0
     db: str = "embedded"
@@ -42,6 +49,7 @@ class RecordConfig:
     profile_every: int = 100
     out: Path = field(default_factory=lambda: Path("traces"))
     calibrate: str | None = None  # the calibrate scenario's cost; canonical after validate()
+    upstream_delay_ms: float = 20.0  # the upstream service's delay per call, for scenarios that need it (fanout)
 
     def validate(self) -> "RecordConfig":
         """Check every knob, fill in defaults (the view; ``calibrate`` in canonical form), return self.
@@ -71,8 +79,20 @@ class RecordConfig:
         _check_range("--pool-size", self.pool_size, 1, 1000)
         _check_range("--pyspy-rate", self.pyspy_rate, 1, 1000)
         _check_range("--profile-every", self.profile_every, 1, 10_000_000)
+        _check_range("--upstream-delay-ms", self.upstream_delay_ms, 0, 10_000)
         if self.spawn_rate is not None:
             _check_range("--spawn-rate", self.spawn_rate, 0.01, 100_000)
+        if self.rate is not None:
+            _check_range("--rate", self.rate, 0.1, 1_000_000)
+        _check_range("--load-processes", self.load_processes, 1, 256)
+        _check_range("--load-remote-workers", self.load_remote_workers, 0, 10_000)
+        if self.load_master_port is not None:
+            _check_range("--load-master-port", self.load_master_port, 1, 65535)
+        if self.load_remote_workers and self.load_master_bind in ("127.0.0.1", "localhost", "::1"):
+            raise UsageError("--load-remote-workers needs the Locust master reachable from other machines",
+                             "add --load-master-bind 0.0.0.0 (or this machine's address)")
+        if self.pin is not None:
+            split_cpus(self.pin, usable_cpus())
         if self.port is not None:
             _check_range("--port", self.port, 1, 65535)
         if self.connect not in CONNECT_POLICIES:
@@ -93,6 +113,15 @@ class RecordConfig:
         Raises UsageError if the text is invalid; after :meth:`validate` it never does.
         """
         return parse_calibration(self.calibrate) if self.calibrate is not None else None
+
+    @property
+    def pinning(self) -> dict[str, list[int]] | None:
+        """The CPU sets of ``--pin`` (``load``: Locust, py-spy and the upstream; ``target``: server and
+        embedded database), or None without ``--pin``."""
+        if self.pin is None:
+            return None
+        load, target = split_cpus(self.pin, usable_cpus())
+        return {"load": load, "target": target}
 
     @property
     def effective_spawn_rate(self) -> float:

@@ -46,6 +46,12 @@ class ServerError(AsyncprofError):
     exit_code = 3
 
 
+class UpstreamError(AsyncprofError):
+    """The fanout scenario's upstream HTTP service did not start or died before it was ready."""
+
+    exit_code = 3
+
+
 class LoadError(AsyncprofError):
     """The load generator did not start or produced no requests."""
 

@@ -171,8 +171,12 @@ register(
     Mode(
         name="async",
         interface="asgi",
-        description="gunicorn with uvicorn workers (uvicorn-worker), ASGI",
-        command=_gunicorn("uvicorn_worker.UvicornWorker", ASGI_APP),
+        # The seed thread's setup: uvicorn installed without extras runs asyncio's pure-Python loop
+        # and the h11 parser.  Pinned (UvicornH11Worker) so that installing uvloop/httptools for
+        # --mode uvicorn does not silently change what this mode measures.
+        description="gunicorn with uvicorn workers (uvicorn-worker), ASGI; asyncio loop and h11 parser, as in "
+                    "the seed thread (--mode uvicorn for uvloop/httptools)",
+        command=_gunicorn("uvicorn_worker.UvicornH11Worker", ASGI_APP),
         requires=("gunicorn", "uvicorn", "uvicorn_worker"),
     )
 )

@@ -8,6 +8,7 @@ after a grace period.  Nothing is ever stopped by name.
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from asyncprof.errors import PortInUseError
+from asyncprof.errors import PortInUseError, UsageError
 
 
 class ManagedProcess:
@@ -75,7 +76,15 @@ class ProcessGroup:
         log_path: Path | None = None,
         stop_signal: int = signal.SIGTERM,
         cwd: Path | None = None,
+        cpus: Sequence[int] | None = None,
     ) -> ManagedProcess:
+        """Start *argv* in a session of its own, output to *log_path*; on *cpus* only when given.
+
+        CPU pinning goes through ``taskset``, which execs the command: the pid stays the child's,
+        and every process the child forks inherits the CPU set.
+        """
+        if cpus:
+            argv = [taskset_binary(), "-c", ",".join(str(c) for c in cpus), *argv]
         log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - closed by ManagedProcess.stop
         popen = subprocess.Popen(
             list(argv),
@@ -100,6 +109,82 @@ class ProcessGroup:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+def taskset_binary() -> str:
+    """The path of util-linux's ``taskset``; UsageError when it is missing."""
+    path = shutil.which("taskset")
+    if path is None:
+        raise UsageError("--pin needs the taskset program (package util-linux)", "install it or leave out --pin")
+    return path
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on, in order."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def split_cpus(spec: str, cpus: Sequence[int]) -> tuple[list[int], list[int]]:
+    """``--pin``'s CPU sets: (load generator side, target side).
+
+    *spec* is ``auto`` (the last quarter of *cpus*, at least one, for the load generator; the
+    rest for the target) or ``LOAD/TARGET`` with comma-separated CPU numbers and ranges, as
+    taskset takes them (``1/0``, ``6,7/0-5``).  UsageError when a set is empty, overlaps the
+    other, or names a CPU this process may not use.
+    """
+    usable = sorted(cpus)
+    if spec == "auto":
+        if len(usable) < 2:
+            raise UsageError("--pin needs at least 2 usable CPUs", f"this process may use only CPU {usable}")
+        n_load = max(1, len(usable) // 4)
+        return usable[-n_load:], usable[:-n_load]
+    load_text, sep, target_text = spec.partition("/")
+    if not sep:
+        raise UsageError(f"--pin takes 'auto' or LOAD/TARGET CPU lists, not {spec!r}", "e.g. --pin 1/0")
+    load, target = _cpu_list(load_text, spec), _cpu_list(target_text, spec)
+    if set(load) & set(target):
+        raise UsageError(f"--pin {spec}: the load generator and the target share CPUs {sorted(set(load) & set(target))}",
+                         "give them separate CPUs")
+    unknown = sorted((set(load) | set(target)) - set(usable))
+    if unknown:
+        raise UsageError(f"--pin {spec}: CPUs {unknown} are not available here", f"usable CPUs: {usable}")
+    return load, target
+
+
+def pin_tree(pid: int, cpus: Sequence[int]) -> int:
+    """Move *pid* and its current children onto *cpus* (children forked later inherit the set).
+
+    For processes asyncprof did not start through :meth:`ProcessGroup.start` (the embedded
+    PostgreSQL).  Returns how many processes were moved; vanished ones are skipped.
+    """
+    moved = 0
+    for p in [pid, *_children(pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.sched_setaffinity(p, cpus)
+            moved += 1
+    return moved
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/task/{task}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+    return out
+
+
+def _cpu_list(text: str, spec: str) -> list[int]:
+    out: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            out.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        out.clear()
+    if not out:
+        raise UsageError(f"--pin {spec}: {text!r} is not a CPU list", "e.g. --pin 1/0 or --pin 6,7/0-5")
+    return sorted(out)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

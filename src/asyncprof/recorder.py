@@ -13,6 +13,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -21,15 +22,17 @@ from rich.text import Text
 
 from asyncprof import __version__
 from asyncprof.analysis.stats import percentile
-from asyncprof.collectors.loadgen import TAIL_SECONDS, RequestLogTail, start_locust
+from asyncprof.collectors.loadgen import (TAIL_SECONDS, LoadGenerator, LoadPlan, RequestLogTail,
+                                          remote_worker_command, saturation_warnings, start_locust)
 from asyncprof.collectors.procstat import CpuSnapshot, cpu_window
 from asyncprof.collectors.pyspy import SAMPLING_FLAGS, failure_reason, pyspy_binary, start_pyspy
 from asyncprof.collectors.server import start_server, worker_environment
+from asyncprof.collectors.upstream import start_upstream
 from asyncprof.config import RecordConfig
 from asyncprof.database import open_database, redact, seed
 from asyncprof.errors import AsyncprofError, Interrupted, LoadError, ServerError
 from asyncprof.modes import ServerSpec, get_mode
-from asyncprof.processes import ManagedProcess, ProcessGroup, check_port_free, free_port
+from asyncprof.processes import ManagedProcess, ProcessGroup, check_port_free, free_port, pin_tree
 from asyncprof.renderers.speedscope import write_speedscope
 from asyncprof.run import Run
 from asyncprof.scenarios import get_scenario
@@ -96,6 +99,9 @@ def connection_policy(scenario: str, interface: str, view: str, connect: str, po
             return ("Django ORM, a new connection in every request (CONN_MAX_AGE=0: Django's connections are "
                     "per request context under ASGI, persistent ones would never be reused)")
         return "Django ORM, one persistent connection per worker thread (CONN_MAX_AGE=None)"
+    if view == "async" and interface == "wsgi":
+        return ("a new asyncpg connection in every request (an async view under WSGI runs in a new event loop "
+                "per request, and an asyncpg pool cannot outlive its loop)")
     if view == "async":
         return f"one asyncpg pool per worker, at most {pool_size} connections"
     return "one persistent psycopg2 connection per worker thread"
@@ -135,6 +141,11 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
                 "command": mode.command(ServerSpec(host=config.host, port=port, workers=config.workers,
                                                    threads=config.threads))},
         instruments=instruments,
+        load={"model": "open" if config.rate is not None else "closed", "rate_rps": config.rate,
+              "users" if config.rate is None else "connections_per_process": config.users,
+              "processes": config.load_processes, "remote_workers": config.load_remote_workers,
+              "distributed": config.load_processes > 1 or config.load_remote_workers > 0},
+        pinning=config.pinning,
         connections=connection_policy(config.scenario, mode.interface, config.view or mode.default_view,
                                       config.connect, config.pool_size),
         versions=package_versions(),
@@ -169,25 +180,45 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
         with console.status("seeding the item table…"):
             refilled = seed(db.url, config.rows)
         run.manifest["database"]["seeded"] = {"rows": config.rows, "refilled": refilled}
+        pinning = config.pinning
+        if pinning is not None and db.kind == "embedded" and (postmaster := _postmaster_pid(db.data_dir)):
+            # New backends fork from the postmaster and inherit its CPU set.
+            run.manifest["pinning"]["database_processes"] = pin_tree(postmaster, pinning["target"])
         run.save()
         with ProcessGroup() as group:
+            upstream, upstream_url = None, None
+            if get_scenario(config.scenario).needs_upstream:
+                # Started first, so the group stops it last: after the server, whose views call it.
+                with console.status(f"starting the upstream service ({config.upstream_delay_ms:g} ms a call)…"):
+                    upstream, upstream_url = start_upstream(group, run, delay_ms=config.upstream_delay_ms,
+                                                            cpus=pinning["load"] if pinning else None)
+                run.update(upstream={"url": upstream_url, "delay_ms": config.upstream_delay_ms, "pid": upstream.pid})
             env = worker_environment(
                 run, mode, db_url=db.url, connect=config.connect, pool_size=config.pool_size,
                 rows=config.rows, otel=config.otel, profile_every=config.profile_every if config.pyinstrument else 0,
-                calibrate=config.calibrate, accounting=config.accounting,
+                calibrate=config.calibrate, accounting=config.accounting, upstream_url=upstream_url,
             )
             spec = ServerSpec(host=config.host, port=port, workers=config.workers, threads=config.threads)
             with console.status(f"starting {config.workers} {mode.name} workers on {config.host}:{port}…"):
-                server = start_server(group, run, mode, spec, env)
+                server = start_server(group, run, mode, spec, env, cpus=pinning["target"] if pinning else None)
             workers = run.worker_infos()
             run.update(pids={"server": server.pid, "workers": [w["pid"] for w in workers]}, workers=workers)
+            if upstream is not None:
+                run.manifest["pids"]["upstream"] = upstream.pid
             host = f"[{config.host}]" if ":" in config.host else config.host
-            load = start_locust(
-                group, run, url=f"http://{host}:{port}", endpoints=endpoints, users=config.users,
-                spawn_rate=config.effective_spawn_rate, run_time=config.warmup + config.duration + TAIL_SECONDS,
-                env=env_without_secrets(env),
-            )
+            plan = LoadPlan(endpoints=endpoints, users=config.users, spawn_rate=config.effective_spawn_rate,
+                            run_time=config.warmup + config.duration + TAIL_SECONDS, rate=config.rate,
+                            processes=config.load_processes, cpus=pinning["load"] if pinning else None,
+                            remote_workers=config.load_remote_workers, master_bind=config.load_master_bind,
+                            master_port=config.load_master_port)
+            load = start_locust(group, run, url=f"http://{host}:{port}", plan=plan, env=env_without_secrets(env))
+            if config.load_remote_workers and load.master_port is not None:
+                console.print(f"waiting for {config.load_remote_workers} remote Locust workers; on each machine run:\n"
+                              f"  {remote_worker_command(plan, config.load_master_bind, load.master_port)}",
+                              highlight=False, soft_wrap=True, markup=False)
             run.manifest["pids"]["locust"] = load.pid
+            if load.workers:
+                run.manifest["pids"]["locust_workers"] = [w.pid for w in load.workers]
             run.save()
             try:
                 _drive(run, config, group, server, load, instruments, console)
@@ -201,7 +232,7 @@ def env_without_secrets(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in ("DATABASE_URL", "DJANGO_SECRET_KEY")}
 
 
-def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedProcess, load: ManagedProcess,
+def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedProcess, load: LoadGenerator,
            instruments: dict[str, dict[str, Any]], console: Console) -> None:
     """Follow the load until Locust ends; open the measured window after warm-up and start py-spy then."""
     tail = RequestLogTail(run.requests_path)
@@ -215,7 +246,9 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
 
     def snapshot() -> CpuSnapshot:
         pids: dict[str, int | None] = {f"worker:{pid}": pid for pid in run.manifest["pids"].get("workers", [])}
-        pids.update(server=server.pid, locust=load.pid, pyspy=pyspy.pid if pyspy is not None else None)
+        pids.update(load.pids())
+        pids.update(server=server.pid, pyspy=pyspy.pid if pyspy is not None else None)
+        pids.update(upstream=run.manifest["pids"].get("upstream"))  # the fanout scenario's upstream service
         return CpuSnapshot.take(pids)
 
     label = f"{config.mode}/{config.scenario}"
@@ -229,7 +262,9 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                     first = min(r[0] for r in rows)
                 stats.add(now, rows)
                 if first is None:
-                    if now - started > FIRST_REQUEST_TIMEOUT or not load.running():
+                    # Remote workers get Locust's own wait for them (--expect-workers-max-wait) first.
+                    timeout = FIRST_REQUEST_TIMEOUT + (300 if config.load_remote_workers else 0)
+                    if now - started > timeout or not load.running():
                         raise LoadError("Locust sent no request", f"see {run.logs_dir / 'locust.log'}")
                 elif not window and now >= first + config.warmup:
                     window = {"start_unix": first + config.warmup, "end_unix": first + planned}
@@ -267,8 +302,10 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                 reason = failure_reason(run.logs_dir / "pyspy.log")
                 instruments["pyspy"]["error"] = reason
     code = load.wait(10)
+    warnings = run.manifest.setdefault("warnings", [])
     if code not in (0, None):
-        run.manifest.setdefault("warnings", []).append(f"Locust exited with code {code}; see logs/locust.log")
+        warnings.append(f"Locust exited with code {code}; see logs/locust.log")
+    warnings.extend(w for w in saturation_warnings(run.logs_dir) if w not in warnings)
 
 
 def _start_pyspy(group: ProcessGroup, run: Run, pid: int, config: RecordConfig,
@@ -277,8 +314,9 @@ def _start_pyspy(group: ProcessGroup, run: Run, pid: int, config: RecordConfig,
         instruments["pyspy"]["error"] = "py-spy is not installed"
         console.print("[yellow]warning:[/] py-spy is not installed; recording without CPU samples")
         return None
+    pinning = config.pinning
     proc = start_pyspy(group, run, pid=pid, rate=config.pyspy_rate, duration=config.duration,
-                       nonblocking=config.pyspy_nonblocking)
+                       nonblocking=config.pyspy_nonblocking, cpus=pinning["load"] if pinning else None)
     if proc.wait(0.5) not in (None, 0):
         reason = failure_reason(run.logs_dir / "pyspy.log")
         instruments["pyspy"]["error"] = reason
@@ -312,6 +350,16 @@ def _finish(run: Run, status: str, error: str | None, instruments: dict[str, dic
     if error:
         fields["error"] = error
     run.update(**fields)
+
+
+def _postmaster_pid(data_dir: str | None) -> int | None:
+    """The embedded server's postmaster pid, from the first line of ``postmaster.pid``."""
+    if data_dir is None:
+        return None
+    try:
+        return int((Path(data_dir) / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
 
 
 def _otlp_endpoint_set() -> bool:

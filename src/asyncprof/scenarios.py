@@ -2,6 +2,8 @@
 
 A scenario names the endpoints for each view flavour (``sync``/``async``) as
 ``(endpoint name, path, weight)``; the endpoint name is what reports show.
+A scenario with ``needs_upstream`` gets an upstream HTTP service from the recorder
+(:mod:`asyncprof.upstream`, its URL in the workers' ``ASYNCPROF_UPSTREAM_URL``).
 """
 
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ class Scenario:
     name: str
     description: str
     endpoints: dict[str, tuple[Endpoint, ...]]
+    #: The views call the upstream HTTP service asyncprof starts (``asyncprof.upstream``).
+    needs_upstream: bool = False
 
     def endpoints_for(self, view: str) -> tuple[Endpoint, ...]:
         try:
@@ -80,5 +84,15 @@ register(
         "a request of known cost, set by --calibrate cpu_ms=A,db_ms=B,block_ms=C,hops=D: A ms of CPU, "
         "B ms in pg_sleep, C ms of blocking time.sleep, D sync<->async crossings (default all 0)",
         _per_flavour("calibrate"),
+    )
+)
+register(
+    Scenario(
+        "fanout",
+        "3 calls to an upstream HTTP service asyncprof starts on loopback, each answered after "
+        "--upstream-delay-ms (default 20): one after another with httpx.Client in the sync view, "
+        "at once (asyncio.gather) with httpx.AsyncClient in the async view; no database",
+        _per_flavour("fanout"),
+        needs_upstream=True,
     )
 )

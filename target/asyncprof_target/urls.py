@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from asyncprof_target import calibrate, views
+from asyncprof_target import calibrate, fanout, views
 
 urlpatterns = [
     path("health/", views.health, name="health"),
@@ -16,4 +16,6 @@ urlpatterns = [
     path("async/cpu/", views.cpu_async, name="async-cpu"),
     path("sync/calibrate/", calibrate.calibrate_sync, name="sync-calibrate"),
     path("async/calibrate/", calibrate.calibrate_async, name="async-calibrate"),
+    path("sync/fanout/", fanout.fanout_sync, name="sync-fanout"),
+    path("async/fanout/", fanout.fanout_async, name="async-fanout"),
 ]

@@ -43,5 +43,5 @@ def alive(pid: int) -> bool:
 
 def started_pids(m: dict[str, Any]) -> list[int]:
     pids = m.get("pids", {})
-    out = [pids[k] for k in ("server", "locust") if k in pids]
-    return out + list(pids.get("workers", []))
+    out = [pids[k] for k in ("server", "locust", "upstream") if k in pids]
+    return out + list(pids.get("workers", [])) + list(pids.get("locust_workers", []))

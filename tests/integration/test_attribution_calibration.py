@@ -18,8 +18,8 @@ pytestmark = pytest.mark.integration
 
 A_CPU, B_DB, C_BLOCK, D_HOPS = 40.0, 40.0, 10.0, 3
 LOADED = f"cpu_ms={A_CPU:g},db_ms={B_DB:g},block_ms={C_BLOCK:g},hops={D_HOPS}"
-CATEGORIES = ("cpu", "db_wait", "db_connect", "event_loop", "thread_hop", "gil_wait", "os_run_queue",
-              "blocking", "server_queue", "other")
+CATEGORIES = ("cpu", "db_wait", "db_connect", "upstream_wait", "event_loop", "thread_hop", "gil_wait",
+              "os_run_queue", "blocking", "server_queue", "other")
 
 
 def _record(out: Path, db: str, mode: str, calibrate: str, *, users: int = 2, workers: int = 2) -> dict[str, Any]:

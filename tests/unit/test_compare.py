@@ -37,3 +37,18 @@ def test_invalid_runs_rank_last_and_missing_breakdowns_give_no_gap() -> None:
     no_breakdown = report("c", 100, 1.0) | {"attribution_ms": None}
     assert compare_reports([good, no_breakdown])["gap"] is None
     assert compare_reports([good])["gap"] is None
+
+
+def test_the_table_says_which_runs_are_not_valid() -> None:
+    from rich.console import Console
+
+    from asyncprof.renderers.compare_terminal import compare_table
+
+    bad = report("b", 900, 1.0, valid=False, cpu=2.0) | {
+        "invalid_reasons": ["the load generator used 97% of a core"], "latency_ms": {}, "warnings": []}
+    good = report("a", 500, 1.0, cpu=3.0) | {"latency_ms": {}, "warnings": []}
+    console = Console(width=200, record=True)
+    console.print(compare_table(compare_reports([good, bad])))
+    text = console.export_text()
+    assert "NOT VALID for conclusions: b: the load generator used 97% of a core" in text
+    assert "NOT VALID for conclusions: a" not in text

@@ -5,6 +5,7 @@ import pytest
 from asyncprof.config import RecordConfig
 from asyncprof.errors import UsageError
 from asyncprof.modes import MODES, ServerSpec, get_mode
+from asyncprof.processes import split_cpus
 from asyncprof.scenarios import get_scenario
 
 
@@ -43,7 +44,7 @@ def test_modes_bind_where_told_and_serve_the_right_interface() -> None:
     assert "127.0.0.1:8123" in sync_cmd and "3" in sync_cmd
     assert sync_cmd[-1].startswith("asyncprof.worker.wsgi:")
     assert async_cmd[-1].startswith("asyncprof.worker.asgi:")
-    assert "uvicorn_worker.UvicornWorker" in async_cmd
+    assert "uvicorn_worker.UvicornH11Worker" in async_cmd
 
 
 def test_manifest_config_holds_no_database_url() -> None:
@@ -148,3 +149,38 @@ def test_worker_environment_carries_the_modes_announcement(tmp_path: Path, monke
     env = worker_environment(run, get_mode("hypercorn"), **kwargs)
     assert env[worker_env.IGNORE_SIGTERM] == "1"
     assert worker_environment(run, get_mode("daphne"), **kwargs)[worker_env.ANNOUNCE] == "import"
+
+
+# --- load generator options ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "cpus", "load", "target"), [
+    ("auto", [0, 1], [1], [0]),
+    ("auto", list(range(8)), [6, 7], [0, 1, 2, 3, 4, 5]),
+    ("1/0", [0, 1], [1], [0]),
+    ("6,7/0-5", list(range(8)), [6, 7], [0, 1, 2, 3, 4, 5]),
+])
+def test_pin_splits_cpus(spec: str, cpus: list[int], load: list[int], target: list[int]) -> None:
+    assert split_cpus(spec, cpus) == (load, target)
+
+
+@pytest.mark.parametrize(("spec", "cpus", "message"), [
+    ("auto", [0], "at least 2"),
+    ("0/0", [0, 1], "share CPUs"),
+    ("1/5", [0, 1], "not available"),
+    ("1", [0, 1], "LOAD/TARGET"),
+    ("x/0", [0, 1], "not a CPU list"),
+    ("/0", [0, 1], "not a CPU list"),
+])
+def test_pin_rejects_bad_specs(spec: str, cpus: list[int], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        split_cpus(spec, cpus)
+
+
+@pytest.mark.parametrize(("field", "value", "flag"), [
+    ("rate", 0.0, "--rate"), ("rate", -5.0, "--rate"), ("load_processes", 0, "--load-processes"),
+    ("load_processes", 1000, "--load-processes"), ("pin", "9/8", "--pin"),
+])
+def test_load_options_are_validated(field: str, value: object, flag: str) -> None:
+    with pytest.raises(UsageError, match=flag):
+        RecordConfig(**{field: value}).validate()

@@ -109,8 +109,20 @@ def test_cpu_window_maths() -> None:
         "server_master_cpu_s": 0.0,
         "pyspy_cpu_s": None,  # not running at the start
         "locust_cpu_s": 5.123,
+        "load_cpu_s": {"locust": 5.123},
+        "upstream_cpu_s": None,
         "machine_busy_share": 0.75,
     }
+
+
+def test_cpu_window_load_generator_is_its_busiest_process() -> None:
+    # Distributed Locust: the master schedules, the workers send; each saturates at one core.
+    start = CpuSnapshot(0.0, {"locust": 1.0, "locust:1": 1.0, "locust:2": 2.0, "upstream": 0.5}, None)
+    end = CpuSnapshot(10.0, {"locust": 1.2, "locust:1": 9.0, "locust:2": 6.0, "upstream": 1.5}, None)
+    w = cpu_window(start, end)
+    assert w["locust_cpu_s"] == 8.0
+    assert w["load_cpu_s"] == {"locust": 0.2, "locust:1": 8.0, "locust:2": 4.0}
+    assert w["upstream_cpu_s"] == 1.0
 
 
 @pytest.mark.parametrize(

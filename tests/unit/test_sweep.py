@@ -36,3 +36,22 @@ def test_slo_and_knee() -> None:
 def test_invalid_points_do_not_count_as_sustained() -> None:
     s = summarize_sweep(_trials("async", {10: (300, 40)}, valid=False), slo_p99_ms=200)
     assert s["max_users_within_slo"] == {"async": None} and s["points"][0]["valid"] is False
+
+
+def test_open_loop_sweep_uses_the_rate_axis() -> None:
+    trials = [Trial("sync", 100, f"s{r}-{i}", min(r, 900.0) * (1 - 0.01 * i), p99, True, rate=r)
+              for r, p99 in ((200.0, 10.0), (400.0, 15.0), (800.0, 80.0), (1600.0, 4000.0)) for i in range(3)]
+    s = summarize_sweep(trials, slo_p99_ms=100)
+    assert s["axis"] == "rate"
+    assert [p["rate"] for p in s["points"]] == [200.0, 400.0, 800.0, 1600.0]
+    assert all("users" not in p for p in s["points"])
+    assert s["max_rate_within_slo"] == {"sync": 800.0}
+    assert s["knee"] == {"sync": 1600.0}  # 800 reaches 792/900 = 88%, below the knee share
+
+
+def test_a_sweep_is_not_both_closed_and_open_loop() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="closed loop"):
+        summarize_sweep([Trial("sync", 10, "a", 1.0, 1.0, True), Trial("sync", 10, "b", 1.0, 1.0, True, rate=5.0)],
+                        slo_p99_ms=100)

@@ -71,8 +71,8 @@ def close_record(rec: RequestRecord) -> None:
 
 def explained(rec: RequestRecord) -> int:
     """The server-side categories of a record, summed (ns): never more than its wall time."""
-    return (rec.cpu + rec.db_wait + rec.db_connect + rec.event_loop + max(0, rec.thread_hop) + rec.gil_wait()
-            + rec.run_delay + rec.blocking)
+    return (rec.cpu + rec.db_wait + rec.db_connect + rec.upstream_wait + rec.event_loop + max(0, rec.thread_hop)
+            + rec.gil_wait() + rec.run_delay + rec.blocking)
 
 
 def ms(ns: float) -> float:
@@ -86,6 +86,7 @@ REAL_THREAD_TESTS = (
     "test_hops_outside_a_request_are_not_counted",
     "test_async_to_sync_wait_is_thread_hop",
     "test_psycopg2_waits_are_db_wait_and_db_connect",
+    "test_sync_httpx_calls_are_upstream_wait",
 )
 
 
@@ -140,12 +141,14 @@ def restore_hooked_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import asyncpg
     import asyncpg.connection
     import asyncpg.pool
+    import httpx
     from asgiref.sync import AsyncToSync, SyncToAsync
 
     monkeypatch.setattr(time, "sleep", time.sleep)
     for cls, names in ((SyncToAsync, ("__call__", "thread_handler")), (AsyncToSync, ("__call__",)),
                        (asyncpg.connection.Connection, ("_execute", "execute", "_executemany")),
-                       (asyncpg.pool.Pool, ("_acquire",))):
+                       (asyncpg.pool.Pool, ("_acquire",)), (httpx.HTTPTransport, ("handle_request",)),
+                       (httpx.AsyncHTTPTransport, ("handle_async_request",))):
         for name in names:
             monkeypatch.setattr(cls, name, cls.__dict__[name])
     monkeypatch.setattr(asyncpg, "connect", asyncpg.connect)
@@ -175,6 +178,7 @@ def test_row_matches_the_format() -> None:
     rec.cpu, rec.db_wait, rec.db_connect = 3_456_789, 2_000_999, 1_500_001
     rec.event_loop, rec.thread_hop, rec.run_delay, rec.blocking = 7_000_500, 4_321_000, 900_999, 10_000_000
     rec.pool_wait, rec.hops, rec.queries = 1_200_000, 14, 3
+    rec.upstream_wait, rec.upstream_calls = 60_123_456, 3
     rec.offcpu, rec.blocked_known = 20_000_000, 13_501_000  # gil_wait: what known waits leave of off-CPU
     fields = rec.row().split("\t")
     assert len(fields) == len(COLUMNS)
@@ -195,6 +199,8 @@ def test_row_matches_the_format() -> None:
         "hops": "14",
         "queries": "3",
         "pool_wait_us": "1200",
+        "upstream_wait_us": "60123",
+        "upstream_calls": "3",
     }
     # every server category of the format has its column
     assert all(f"{c}_us" in COLUMNS for c in SERVER_CATEGORIES)
@@ -214,13 +220,14 @@ def test_attributes_in_milliseconds() -> None:
     rec.end_ns = rec.start_ns + 12 * MS
     rec.cpu, rec.db_wait, rec.event_loop, rec.run_delay, rec.blocking = 3 * MS, 2 * MS, 4 * MS, MS // 2, MS
     rec.thread_hop, rec.hops, rec.queries = -1, 5, 2
+    rec.upstream_wait, rec.upstream_calls = 6 * MS, 3
     rec.offcpu, rec.blocked_known = 4 * MS, 3 * MS
     attrs = rec.attributes()
     assert attrs == pytest.approx({
         "asyncprof.wall_ms": 12.0, "asyncprof.cpu_ms": 3.0, "asyncprof.db_wait_ms": 2.0,
         "asyncprof.db_connect_ms": 0.0, "asyncprof.event_loop_ms": 4.0, "asyncprof.thread_hop_ms": 0.0,
         "asyncprof.gil_wait_ms": 1.0, "asyncprof.os_run_queue_ms": 0.5, "asyncprof.blocking_ms": 1.0,
-        "asyncprof.hops": 5, "asyncprof.queries": 2,
+        "asyncprof.hops": 5, "asyncprof.queries": 2, "asyncprof.upstream_wait_ms": 6.0, "asyncprof.upstream_calls": 3,
     })
     # span attribute values must be plain numbers
     assert all(isinstance(v, int | float) for v in attrs.values())
@@ -747,6 +754,145 @@ def test_asyncpg_connect_inside_acquire_is_not_counted_twice(loop: asyncio.Abstr
         assert explained(rec) <= rec.end_ns - rec.start_ns + MS // 10, detail
 
 
+# --- upstream HTTP calls (httpx) ----------------------------------------------------------------------
+
+UPSTREAM_DELAY_MS = 40
+
+
+@pytest.fixture(scope="module")
+def upstream_url() -> Iterator[str]:
+    """The real upstream service (``asyncprof.upstream``), answering after UPSTREAM_DELAY_MS."""
+    from tests.unit.upstream_process import running_upstream
+
+    with running_upstream(UPSTREAM_DELAY_MS) as url:
+        yield url
+
+
+def test_sync_httpx_calls_are_upstream_wait(upstream_url: str, real_threads: bool) -> None:
+    """3 sequential calls with httpx.Client (the sync fanout view): 3 × the delay is upstream_wait,
+    known blocked time (not gil_wait); the client's own CPU stays cpu."""
+    if real_threads:
+        return  # passed in a fresh interpreter
+    import httpx
+
+    assert call_hooks.install_httpx()
+    assert call_hooks.install_httpx()  # idempotent: no double wrapping
+    client = httpx.Client()
+    client.get(upstream_url)  # the connection is open before the request, as in a warm worker
+    rec = new_record()
+    box: dict[str, int] = {}
+
+    def in_thread() -> None:  # a fresh thread has a fresh context, as a WSGI worker thread would
+        current.set(rec)
+        t0, c0, r0 = perf_counter_ns(), thread_time_ns(), run_delay_ns()
+        for i in range(3):
+            assert client.get(f"{upstream_url}/{i}").json()["ok"] is True
+        c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
+        rec.add_running(t1 - t0, c1 - c0, r1 - r0)  # what the WSGI wrapper does as the request ends
+        box["wall"] = t1 - t0
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    client.close()
+    detail = str({"wall": ms(box["wall"]), "upstream": ms(rec.upstream_wait), "cpu": ms(rec.cpu),
+                  "gil": ms(rec.gil_wait()), "rd": ms(rec.run_delay)})
+    assert rec.upstream_calls == 3
+    assert 3 * (UPSTREAM_DELAY_MS - 1) * MS <= rec.upstream_wait <= box["wall"], detail
+    assert rec.blocked_known == rec.upstream_wait, detail  # known waits: not gil_wait
+    assert rec.gil_wait() <= 3 * MS, detail
+    assert call_hooks.STATS.timed_waits >= 3
+
+
+def _fanout(loop: asyncio.AbstractEventLoop, url: str, calls: int, *, concurrent: bool = True,
+            own_cpu_ms: float = 0.0) -> tuple[RequestRecord, int]:
+    """One request that makes *calls* upstream calls with httpx.AsyncClient (the async fanout view):
+    all at once through asyncio.gather, or one after another; optionally, beside them, one more
+    task of the request burns *own_cpu_ms* on the loop while the calls are out.  (record, wall)."""
+    import httpx
+
+    async def main() -> RequestRecord:
+        async with httpx.AsyncClient() as client:
+            await asyncio.gather(*(client.get(url) for _ in range(calls)))  # connections open beforehand
+
+            async def burn_meanwhile() -> None:
+                await asyncio.sleep(UPSTREAM_DELAY_MS / 4000)
+                burn(own_cpu_ms)
+
+            async def request() -> RequestRecord:
+                rec = start_request()
+                if concurrent:
+                    extra = [burn_meanwhile()] if own_cpu_ms else []
+                    await asyncio.gather(*(client.get(f"{url}/{i}") for i in range(calls)), *extra)
+                else:
+                    for i in range(calls):
+                        (await client.get(f"{url}/{i}")).raise_for_status()
+                loop_hooks.finish_running(rec)
+                close_record(rec)
+                return rec
+
+            return await loop.create_task(request())
+
+    rec = loop.run_until_complete(main())
+    return rec, rec.end_ns - rec.start_ns
+
+
+def test_concurrent_async_calls_count_their_union_once(loop: asyncio.AbstractEventLoop, upstream_url: str) -> None:
+    """3 calls at once (asyncio.gather): upstream_wait is about one delay, not three."""
+    assert call_hooks.install_httpx()
+    rec, wall = _fanout(loop, upstream_url, 3)
+    detail = str({"wall": ms(wall), "upstream": ms(rec.upstream_wait), "cpu": ms(rec.cpu),
+                  "event_loop": ms(rec.event_loop), "explained": ms(explained(rec))})
+    assert rec.upstream_calls == 3
+    # The calls overlap: about one delay, not three.  Less than a whole delay by the request's own
+    # work inside the union (httpx sending the second and third calls while the first is out).
+    assert rec.upstream_wait <= 1.5 * UPSTREAM_DELAY_MS * MS, detail
+    assert rec.upstream_wait >= 0.75 * UPSTREAM_DELAY_MS * MS, detail
+    assert rec.upstream_wait + rec.cpu + rec.event_loop + rec.run_delay >= (UPSTREAM_DELAY_MS - 1) * MS, detail
+    assert rec.upstream_depth == 0
+    assert explained(rec) <= wall + MS // 10, detail
+    # what is left is the request's own bookkeeping between the awaits, not the wait
+    assert wall - explained(rec) <= 0.1 * wall, detail
+
+
+def test_sequential_async_calls_add_up(loop: asyncio.AbstractEventLoop, upstream_url: str) -> None:
+    assert call_hooks.install_httpx()
+    rec, wall = _fanout(loop, upstream_url, 3, concurrent=False)
+    detail = str({"wall": ms(wall), "upstream": ms(rec.upstream_wait), "cpu": ms(rec.cpu)})
+    assert rec.upstream_calls == 3
+    assert 3 * (UPSTREAM_DELAY_MS - 1) * MS <= rec.upstream_wait <= wall, detail
+    assert explained(rec) <= wall + MS // 10, detail
+
+
+def test_the_requests_own_work_during_the_calls_is_not_upstream_wait(loop: asyncio.AbstractEventLoop,
+                                                                     upstream_url: str) -> None:
+    """While the calls are out, another task of the same request burns 20 ms on the loop: that is
+    its cpu, and leaves the union of the calls' intervals, so nothing is counted twice."""
+    assert call_hooks.install_httpx()
+    rec, wall = _fanout(loop, upstream_url, 3, own_cpu_ms=20)
+    detail = str({"wall": ms(wall), "upstream": ms(rec.upstream_wait), "cpu": ms(rec.cpu),
+                  "event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay), "explained": ms(explained(rec))})
+    assert rec.cpu >= 19.9 * MS, detail
+    assert rec.upstream_wait <= (UPSTREAM_DELAY_MS - 20 + 10) * MS, detail
+    # preempted while burning (a busy machine), the request ran longer: os_run_queue, not upstream_wait
+    assert rec.upstream_wait + rec.cpu + rec.run_delay + rec.event_loop >= (UPSTREAM_DELAY_MS - 1) * MS, detail
+    assert explained(rec) <= wall + MS // 10, detail
+
+
+def test_httpx_outside_a_request_is_not_charged(loop: asyncio.AbstractEventLoop, upstream_url: str) -> None:
+    import httpx
+
+    assert call_hooks.install_httpx()
+    assert httpx.get(upstream_url).status_code == 200
+
+    async def main() -> int:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(upstream_url)).status_code
+
+    assert loop.run_until_complete(main()) == 200
+    assert call_hooks.STATS.timed_waits == 0
+
+
 # --- the wrappers, end to end ----------------------------------------------------------------------
 
 
@@ -913,7 +1059,8 @@ def test_install_patches_and_summarises(tmp_path: Path) -> None:
     accounting.install(str(tmp_path), interface="wsgi", otel=False)
     accounting.install(str(tmp_path), interface="wsgi", otel=False)  # once per process
     assert time.sleep is call_hooks.sleep
-    assert accounting._summary["hooks"] == {"asgiref": True, "psycopg2": True, "asyncpg": True, "time.sleep": True}
+    assert accounting._summary["hooks"] == {"asgiref": True, "psycopg2": True, "asyncpg": True, "httpx": True,
+                                            "time.sleep": True}
     accounting.close()
     summary = read_summary(tmp_path / "accounting")
     assert summary["interface"] == "wsgi" and summary["requests"] == 0 and summary["hook_cost_us_per_request"] is None

@@ -4,7 +4,8 @@ For a client request of the measured window whose trace id has an accounting rec
 :mod:`asyncprof.analysis.records`), in milliseconds:
 
 * the server categories of the record (:data:`SERVER_CATEGORIES`: ``cpu``, ``db_wait``,
-  ``db_connect``, ``event_loop``, ``thread_hop``, ``gil_wait``, ``os_run_queue``, ``blocking``);
+  ``db_connect``, ``upstream_wait``, ``event_loop``, ``thread_hop``, ``gil_wait``,
+  ``os_run_queue``, ``blocking``);
 * ``server_queue`` = client latency − the server's ``wall``: accept backlog, connect, network,
   and the client's own overhead;
 * ``other`` = client latency − all of the above = ``wall`` − the server categories: the server
@@ -61,6 +62,7 @@ class Totals:
     hops: int = 0
     queries: int = 0
     pool_wait_us: int = 0
+    upstream_calls: int = 0
 
     def add_group(self, group: RecordGroup, latency: array) -> None:
         self.requests += len(group)
@@ -70,6 +72,7 @@ class Totals:
         self.hops += sum(group.columns["hops"])
         self.queries += sum(group.columns["queries"])
         self.pool_wait_us += sum(group.columns["pool_wait_us"])
+        self.upstream_calls += sum(group.columns["upstream_calls"])
 
     def add_request(self, latency_ms: float, record: Mapping[str, int]) -> None:
         self.requests += 1
@@ -79,6 +82,7 @@ class Totals:
         self.hops += record["hops"]
         self.queries += record["queries"]
         self.pool_wait_us += record["pool_wait_us"]
+        self.upstream_calls += record["upstream_calls"]
 
     def breakdown(self) -> dict[str, float] | None:
         """Mean ms per request of every :data:`ATTRIBUTION_CATEGORIES` entry; None if no requests."""
@@ -119,12 +123,14 @@ class Attribution:
         return self.overall.requests
 
     def endpoint_json(self, name: str) -> dict[str, Any]:
-        """``attribution_ms``, ``hops_per_request``, ``queries_per_request``, ``matched_requests`` of one endpoint."""
+        """``attribution_ms``, ``hops_per_request``, ``queries_per_request``, ``upstream_calls_per_request``,
+        ``matched_requests`` of one endpoint."""
         t = self.endpoints.get(name, Totals())
         return {
             "attribution_ms": t.breakdown(),
             "hops_per_request": t.per_request(t.hops),
             "queries_per_request": t.per_request(t.queries),
+            "upstream_calls_per_request": t.per_request(t.upstream_calls),
             "matched_requests": t.requests,
         }
 

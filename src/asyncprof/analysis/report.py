@@ -112,6 +112,7 @@ def _add_attribution(report: dict[str, Any], att: Attribution | None, workers: W
     report["attribution_p99_ms"] = att.slowest.breakdown() if att else None
     report["hops_per_request"] = att.overall.per_request(att.overall.hops) if att else None
     report["queries_per_request"] = att.overall.per_request(att.overall.queries) if att else None
+    report["upstream_calls_per_request"] = att.overall.per_request(att.overall.upstream_calls) if att else None
     accounting: dict[str, Any] = {
         "matched_requests": 0, "unmatched_requests": report["requests"], "match_rate": None,
         "records": 0, "skipped_lines": 0, "sum_check": None, "wall_ms": None, "pool_wait_ms": None,
@@ -124,7 +125,8 @@ def _add_attribution(report: dict[str, Any], att: Attribution | None, workers: W
         if att:
             endpoint.update(att.endpoint_json(endpoint["name"]))
         else:
-            endpoint.update(attribution_ms=None, hops_per_request=None, queries_per_request=None, matched_requests=0)
+            endpoint.update(attribution_ms=None, hops_per_request=None, queries_per_request=None,
+                            upstream_calls_per_request=None, matched_requests=0)
 
 
 # --- CPU profile ----------------------------------------------------------------------------------

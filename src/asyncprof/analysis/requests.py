@@ -6,7 +6,11 @@ from pathlib import Path
 
 @dataclass
 class RequestLog:
-    """Columns of ``requests.tsv``; ``skipped`` counts lines that could not be parsed."""
+    """Columns of ``requests.tsv``; ``skipped`` counts lines that could not be parsed.
+
+    ``lag_ms`` is the open-loop schedule lag (how long after its scheduled ``start`` the request
+    was really sent; its ``latency_ms`` already includes it), None in closed loop.
+    """
 
     start: list[float] = field(default_factory=list)
     name: list[str] = field(default_factory=list)
@@ -15,6 +19,7 @@ class RequestLog:
     nbytes: list[int] = field(default_factory=list)
     trace_id: list[str] = field(default_factory=list)
     error: list[str] = field(default_factory=list)
+    lag_ms: list[float | None] = field(default_factory=list)
     skipped: int = 0
 
     def __len__(self) -> int:
@@ -29,7 +34,7 @@ class RequestLog:
         hi = float("inf") if end is None else end
         keep = [i for i, s in enumerate(self.start) if lo <= s < hi]
         out = RequestLog(skipped=self.skipped)
-        for col in ("start", "name", "status", "latency_ms", "nbytes", "trace_id", "error"):
+        for col in ("start", "name", "status", "latency_ms", "nbytes", "trace_id", "error", "lag_ms"):
             src = getattr(self, col)
             setattr(out, col, [src[i] for i in keep])
         return out
@@ -54,6 +59,7 @@ def read_request_log(path: Path) -> RequestLog:
                 start, status, latency, nbytes = float(fields[0]), int(fields[2]), float(fields[3]), int(fields[4])
                 name, trace_id = fields[1].decode(), fields[5].decode()
                 error = fields[6].decode(errors="replace")
+                lag = float(fields[7]) if len(fields) > 7 and fields[7] else None
             except (ValueError, UnicodeDecodeError):
                 log.skipped += 1
                 continue
@@ -64,4 +70,5 @@ def read_request_log(path: Path) -> RequestLog:
             log.nbytes.append(nbytes)
             log.trace_id.append(trace_id)
             log.error.append(error)
+            log.lag_ms.append(lag)
     return log

@@ -10,7 +10,7 @@ from typing import Any
 from asyncprof.analysis.requests import RequestLog, read_request_log
 from asyncprof.analysis.spans import index_spans
 from asyncprof.analysis.stacks import count_samples
-from asyncprof.analysis.stats import latency_summary
+from asyncprof.analysis.stats import latency_summary, percentile
 from asyncprof.run import Run
 
 
@@ -40,6 +40,7 @@ def summarize(run: Run, full_log: RequestLog | None = None) -> dict[str, Any]:
     seconds = (end - begin) if (begin is not None and end is not None and end > begin) else None
 
     errors = sum(1 for i in range(len(log)) if log.is_error(i))
+    open_loop = config.get("rate") is not None
     by_name: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(log.name):
         by_name[name].append(i)
@@ -104,13 +105,64 @@ def summarize(run: Run, full_log: RequestLog | None = None) -> dict[str, Any]:
         "requests": len(log),
         "errors": errors,
         "error_rate": round(errors / len(log), 6) if len(log) else None,
-        "throughput_rps": round(len(log) / seconds, 2) if seconds else None,
+        "throughput_rps": _throughput(full_log, log, begin, end, seconds, open_loop),
+        "load": _load(manifest, full_log, log, begin, end, seconds),
         "latency_ms": latency_summary(log.latency_ms),
         "endpoints": endpoints,
         "instruments": report_instruments,
         "database": manifest.get("database", {}),
         "warnings": warnings,
     }
+
+
+def _throughput(full_log: RequestLog, log: RequestLog, begin: float | None, end: float | None,
+                seconds: float | None, open_loop: bool) -> float | None:
+    """Requests per second in the window.
+
+    Closed loop: requests started in the window (each user's next start follows its last
+    answer).  Open loop: answers *received* in the window, since requests start on schedule
+    whatever the server does, and counting starts would report the offered rate, not the
+    server's.
+    """
+    if not seconds or begin is None or end is None:
+        return None
+    if not open_loop:
+        return round(len(log) / seconds, 2)
+    done = sum(1 for s, lat in zip(full_log.start, full_log.latency_ms, strict=True) if begin <= s + lat / 1000 < end)
+    return round(done / seconds, 2)
+
+
+def _load(manifest: dict[str, Any], full_log: RequestLog, log: RequestLog, begin: float | None, end: float | None,
+          seconds: float | None) -> dict[str, Any]:
+    """The load as asked and as delivered.
+
+    ``model`` is ``closed`` or ``open``; in open loop ``offered_rps`` is the arrival rate asked
+    for, ``scheduled_rps`` the requests scheduled in the window per second, ``sent_rps`` those
+    actually sent in the window (schedule lag included) and ``lag_ms`` the schedule lag's p50,
+    p99 and maximum: a generator that keeps up sends within a few ms of the schedule.
+    """
+    load = manifest.get("load") if isinstance(manifest.get("load"), dict) else {}
+    config = manifest.get("config", {})
+    out: dict[str, Any] = {
+        "model": "open" if config.get("rate") is not None else "closed",
+        "processes": load.get("processes", config.get("load_processes", 1)),
+        "pinning": manifest.get("pinning"),
+    }
+    if out["model"] == "closed":
+        out["users"] = config.get("users")
+        return out
+    out["offered_rps"] = config.get("rate")
+    out["connections_per_process"] = config.get("users")
+    if seconds and begin is not None and end is not None:
+        out["scheduled_rps"] = round(len(log) / seconds, 2)
+        sent = sum(1 for s, lag in zip(full_log.start, full_log.lag_ms, strict=True)
+                   if lag is not None and begin <= s + lag / 1000 < end)
+        out["sent_rps"] = round(sent / seconds, 2)
+    lags = sorted(v for v in log.lag_ms if v is not None)
+    if lags:
+        out["lag_ms"] = {"p50": round(percentile(lags, 50), 3), "p99": round(percentile(lags, 99), 3),
+                         "max": round(lags[-1], 3)}
+    return out
 
 
 def _reason(info: dict[str, Any]) -> str:

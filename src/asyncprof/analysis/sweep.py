@@ -3,10 +3,14 @@
 :func:`summarize_sweep` is a pure function of per-trial figures.  Its result is the JSON
 contract of ``asyncprof sweep --json``::
 
-    {"points": [{"mode", "users", "trials", "throughput_rps": {"median", "ci_low", "ci_high"},
+    {"axis": "users" | "rate",
+     "points": [{"mode", "users" (or "rate"), "trials", "throughput_rps": {"median", "ci_low", "ci_high"},
                  "p99_ms": {"median", "ci_low", "ci_high"}, "valid", "run_ids"}],
      "max_users_within_slo": {mode: users | null}, "knee": {mode: users | null},
      "slo_p99_ms": float}
+
+On the ``rate`` axis (open-loop sweeps) the levels are arrival rates in requests per second and
+the two verdicts are named ``max_rate_within_slo`` and ``knee`` (a rate).
 
 Intervals are 95% bootstrap percentile intervals of the median over the trials (fixed seed,
 so the same trials give the same interval); with one trial the interval is that trial.
@@ -35,6 +39,12 @@ class Trial:
     throughput_rps: float
     p99_ms: float
     valid: bool
+    rate: float | None = None  # open loop: the arrival rate asked for (the sweep's axis then)
+
+    @property
+    def level(self) -> float:
+        """The point's position on the sweep's axis: the rate in open loop, else the users."""
+        return self.rate if self.rate is not None else self.users
 
 
 def median_interval(values: Sequence[float], seed: int = 0) -> dict[str, float]:
@@ -53,14 +63,21 @@ def median_interval(values: Sequence[float], seed: int = 0) -> dict[str, float]:
 
 
 def summarize_sweep(trials: Sequence[Trial], slo_p99_ms: float) -> dict[str, Any]:
-    """Points (mode × users) with medians and intervals, the max users within the SLO, the knee."""
-    keys = sorted({(t.mode, t.users) for t in trials}, key=lambda k: (k[0], k[1]))
+    """Points (mode × load level) with medians and intervals, the most load within the SLO, the knee.
+
+    The axis is ``rate`` when every trial has a rate, else ``users``; mixing them is a ValueError.
+    """
+    rates = {t.rate is not None for t in trials}
+    if len(rates) > 1:
+        raise ValueError("a sweep is either closed loop (users) or open loop (rate), not both")
+    axis = "rate" if rates == {True} else "users"
+    keys = sorted({(t.mode, t.level) for t in trials}, key=lambda k: (k[0], k[1]))
     points: list[dict[str, Any]] = []
-    for mode, users in keys:
-        group = [t for t in trials if t.mode == mode and t.users == users]
+    for mode, level in keys:
+        group = [t for t in trials if t.mode == mode and t.level == level]
         points.append({
             "mode": mode,
-            "users": users,
+            axis: level,
             "trials": len(group),
             "throughput_rps": median_interval([t.throughput_rps for t in group]),
             "p99_ms": median_interval([t.p99_ms for t in group]),
@@ -68,13 +85,13 @@ def summarize_sweep(trials: Sequence[Trial], slo_p99_ms: float) -> dict[str, Any
             "run_ids": [t.run_id for t in group],
         })
     modes = sorted({p["mode"] for p in points})
-    within: dict[str, int | None] = {}
-    knee: dict[str, int | None] = {}
+    within: dict[str, float | None] = {}
+    knee: dict[str, float | None] = {}
     for mode in modes:
         curve = [p for p in points if p["mode"] == mode]
-        ok = [p["users"] for p in curve if p["p99_ms"]["median"] <= slo_p99_ms and p["valid"]]
+        ok = [p[axis] for p in curve if p["p99_ms"]["median"] <= slo_p99_ms and p["valid"]]
         within[mode] = max(ok) if ok else None
         best = max(p["throughput_rps"]["median"] for p in curve)
-        reaching = [p["users"] for p in curve if p["throughput_rps"]["median"] >= KNEE_SHARE * best]
+        reaching = [p[axis] for p in curve if p["throughput_rps"]["median"] >= KNEE_SHARE * best]
         knee[mode] = min(reaching) if reaching and best > 0 else None
-    return {"points": points, "max_users_within_slo": within, "knee": knee, "slo_p99_ms": slo_p99_ms}
+    return {"axis": axis, "points": points, f"max_{axis}_within_slo": within, "knee": knee, "slo_p99_ms": slo_p99_ms}

@@ -1,10 +1,20 @@
-"""Run Locust headless in its own process and follow its per-request log."""
+"""Run Locust headless in processes of its own and follow its per-request log.
 
+One process by default; with ``processes > 1`` or remote workers, Locust's own distributed
+mode (a master that schedules and workers that send), so a single generator process short of
+CPU does not set the pace.  Workers send their request-log batches to the master, which alone
+writes the log (see the locustfile), so workers on other machines need no shared disk.
+"""
+
+import re
+import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from asyncprof.processes import ManagedProcess, ProcessGroup
+from asyncprof.loadgen.request_log import REQUEST_LOG_HEADER
+from asyncprof.processes import ManagedProcess, ProcessGroup, free_port
 from asyncprof.run import Run
 from asyncprof.scenarios import Endpoint
 
@@ -12,32 +22,151 @@ LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadgen" / "locustfile.py
 # Extra seconds Locust runs past the measured window, so requests that start
 # inside the window also finish inside Locust's run time.
 TAIL_SECONDS = 2.0
+#: Lines of a Locust log that mean the generator itself limited the load: Locust's own CPU
+#: warning and the locustfile's schedule-lag warning.
+SATURATION_PATTERNS = (
+    re.compile(r"CPU usage (?:above|was too high)[^\n]*"),
+    re.compile(r"asyncprof: load generator fell behind[^\n]*"),
+)
 
 
-def start_locust(group: ProcessGroup, run: Run, *, url: str, endpoints: Sequence[Endpoint], users: int,
-                 spawn_rate: float, run_time: float, env: dict[str, str]) -> ManagedProcess:
-    """Start ``locust --headless`` for *run_time* seconds against *url*."""
-    env = dict(env)
-    env["ASYNCPROF_PATHS"] = ",".join(f"{name}={path}:{weight}" for name, path, weight in endpoints)
+@dataclass
+class LoadPlan:
+    """What the load generator is asked to do.
+
+    Closed loop: ``users`` users, each sending its next request when the last one answered.
+    Open loop (``rate`` set): ``rate`` requests per second in total, split evenly over the
+    processes, over at most ``users`` connections per process.
+    """
+
+    endpoints: Sequence[Endpoint]
+    users: int
+    spawn_rate: float
+    run_time: float
+    rate: float | None = None
+    processes: int = 1
+    cpus: Sequence[int] | None = None
+    remote_workers: int = 0  # workers the user starts on other machines (see remote_worker_command)
+    master_bind: str = "127.0.0.1"
+    master_port: int | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.processes > 1 or self.remote_workers > 0
+
+    @property
+    def senders(self) -> int:
+        """Locust processes that send requests: the local workers and the remote ones, or the one process."""
+        return self.processes + self.remote_workers if self.distributed else 1
+
+
+@dataclass
+class LoadGenerator:
+    """The Locust processes of one run: ``main`` (the only one, or the master) and its workers."""
+
+    main: ManagedProcess
+    workers: list[ManagedProcess] = field(default_factory=list)
+    master_port: int | None = None  # distributed mode: where workers connect
+
+    @property
+    def pid(self) -> int:
+        return self.main.pid
+
+    def running(self) -> bool:
+        return self.main.running()
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait for the main process, then give the workers the same time to write their logs."""
+        code = self.main.wait(timeout)
+        for w in self.workers:
+            w.wait(timeout)
+        return code
+
+    def pids(self) -> dict[str, int]:
+        """Names for the CPU snapshots: ``locust`` and ``locust:<i>`` for each worker."""
+        out = {"locust": self.main.pid}
+        out.update({f"locust:{i}": w.pid for i, w in enumerate(self.workers, 1)})
+        return out
+
+
+def start_locust(group: ProcessGroup, run: Run, *, url: str, plan: LoadPlan, env: dict[str, str]) -> LoadGenerator:
+    """Start ``locust --headless`` (and its workers when ``plan.processes > 1``) against *url*."""
+    env = {**env, **sender_environment(plan)}
     env["ASYNCPROF_REQUEST_LOG"] = str(run.requests_path.resolve())
+    if not run.requests_path.exists():
+        run.requests_path.write_text(REQUEST_LOG_HEADER)
+    if plan.rate is not None:
+        # One arrival user per sending process; it spreads its share of the rate over its connections.
+        users, spawn_rate = plan.senders, float(plan.senders)
+    else:
+        users, spawn_rate = plan.users, plan.spawn_rate
+    base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
     argv = [
-        sys.executable, "-m", "locust",
-        "-f", str(LOCUSTFILE),
+        *base,
         "--headless",
         "--host", url,
         "--users", str(users),
         "--spawn-rate", f"{spawn_rate:g}",
-        "--run-time", f"{max(1, round(run_time))}s",
+        "--run-time", f"{max(1, round(plan.run_time))}s",
         "--stop-timeout", "5",
         "--csv", str((run.path / "locust" / "stats").resolve()),
         "--only-summary",
-        "--loglevel", "WARNING",
         "--exit-code-on-error", "0",
     ]  # fmt: skip
+    workers: list[ManagedProcess] = []
+    port = plan.master_port or free_port(plan.master_bind)
+    if plan.distributed:
+        wait = 30 if not plan.remote_workers else 300
+        argv += ["--master", "--master-bind-host", plan.master_bind, "--master-bind-port", str(port),
+                 "--expect-workers", str(plan.senders),
+                 "--expect-workers-max-wait", str(wait)]
     # SIGINT makes Locust stop its users, write its CSV and fire `quitting` (our log flush).
-    import signal
+    main = group.start("locust", argv, env=env, log_path=run.logs_dir / "locust.log", stop_signal=signal.SIGINT,
+                       cpus=plan.cpus)
+    if plan.distributed:
+        for i in range(1, plan.processes + 1):
+            worker_argv = [*base, "--worker", "--master-host", _local_address(plan.master_bind), "--master-port", str(port)]
+            workers.append(group.start(f"locust-worker-{i}", worker_argv, env=env,
+                                       log_path=run.logs_dir / f"locust-worker-{i}.log",
+                                       stop_signal=signal.SIGINT, cpus=plan.cpus))
+    return LoadGenerator(main, workers, port if plan.distributed else None)
 
-    return group.start("locust", argv, env=env, log_path=run.logs_dir / "locust.log", stop_signal=signal.SIGINT)
+
+def _local_address(bind: str) -> str:
+    """Where a worker on this machine reaches a master bound to *bind*."""
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "*") else ("::1" if bind == "::" else bind)
+
+
+def sender_environment(plan: LoadPlan) -> dict[str, str]:
+    """What every sending Locust process needs in its environment (local or remote)."""
+    env = {"ASYNCPROF_PATHS": ",".join(f"{name}={path}:{weight}" for name, path, weight in plan.endpoints)}
+    if plan.rate is not None:
+        env["ASYNCPROF_RATE"] = f"{plan.rate / plan.senders:.6g}"
+        env["ASYNCPROF_CONNECTIONS"] = str(plan.users)
+    return env
+
+
+def remote_worker_command(plan: LoadPlan, master_host: str, port: int) -> str:
+    """The shell command to start one Locust worker on another machine (with asyncprof installed)."""
+    env = " ".join(f"{k}={v}" for k, v in sender_environment(plan).items())
+    return f"{env} python -m locust -f $(python -c 'import asyncprof.loadgen.locustfile as f; print(f.__file__)') " \
+           f"--worker --master-host {master_host} --master-port {port}"
+
+
+def saturation_warnings(logs_dir: Path) -> list[str]:
+    """The load generator's own complaints in its logs (each once), as manifest warnings."""
+    seen: list[str] = []
+    for path in sorted(logs_dir.glob("locust*.log")):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for pattern in SATURATION_PATTERNS:
+            for match in pattern.finditer(text):
+                line = f"load generator ({path.stem}): {match.group(0).strip()}"
+                if line not in seen:
+                    seen.append(line)
+    return seen
 
 
 class RequestLogTail:

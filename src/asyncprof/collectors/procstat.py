@@ -59,14 +59,19 @@ def cpu_window(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, Any]:
     """The manifest's ``cpu_window``: CPU seconds each process used between two snapshots.
 
     Keys: ``seconds`` (wall time between the snapshots), ``workers_cpu_s`` {pid: seconds} for
-    names ``worker:<pid>``, ``server_master_cpu_s``, ``pyspy_cpu_s``, ``locust_cpu_s`` (None when
-    a process was not running at both ends), ``machine_busy_share`` (0..1 of all CPUs).
+    names ``worker:<pid>``, ``server_master_cpu_s``, ``pyspy_cpu_s``, ``upstream_cpu_s``,
+    ``locust_cpu_s`` (the busiest Locust process: ``locust`` or a ``locust:<i>`` worker, since
+    each is single-threaded and saturates at one core), ``load_cpu_s`` {name: seconds} for every
+    Locust process (None when a process was not running at both ends), ``machine_busy_share``
+    (0..1 of all CPUs).
     """
 
     def used(name: str) -> float | None:
         a, b = start.processes.get(name), end.processes.get(name)
         return round(b - a, 3) if a is not None and b is not None else None
 
+    load = {name: used(name) for name in start.processes if name == "locust" or name.startswith("locust:")}
+    load_used = [v for v in load.values() if v is not None]
     busy_share = None
     if start.machine and end.machine and end.machine[1] > start.machine[1]:
         busy_share = round((end.machine[0] - start.machine[0]) / (end.machine[1] - start.machine[1]), 4)
@@ -77,6 +82,8 @@ def cpu_window(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, Any]:
         },
         "server_master_cpu_s": used("server"),
         "pyspy_cpu_s": used("pyspy"),
-        "locust_cpu_s": used("locust"),
+        "locust_cpu_s": max(load_used, default=None),
+        "load_cpu_s": load,
+        "upstream_cpu_s": used("upstream"),
         "machine_busy_share": busy_share,
     }

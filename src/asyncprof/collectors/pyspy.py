@@ -52,6 +52,7 @@ Recording choices:
 import shutil
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from asyncprof.processes import ManagedProcess, ProcessGroup
@@ -69,7 +70,7 @@ def pyspy_binary() -> str | None:
 
 
 def start_pyspy(group: ProcessGroup, run: Run, *, pid: int, rate: int, duration: float,
-                nonblocking: bool = True, gil: bool = True) -> ManagedProcess | None:
+                nonblocking: bool = True, gil: bool = True, cpus: Sequence[int] | None = None) -> ManagedProcess | None:
     """Start sampling *pid* and its subprocesses for *duration* seconds; None if py-spy is missing.
 
     *gil* False samples every thread (wall-clock stacks of waiting threads, no on-CPU accuracy).
@@ -91,7 +92,7 @@ def start_pyspy(group: ProcessGroup, run: Run, *, pid: int, rate: int, duration:
         "--output", str(run.pyspy_dir / SAMPLES_FILE),
     ]  # fmt: skip
     # SIGINT makes py-spy stop sampling and still write what it has.
-    return group.start("py-spy", argv, log_path=run.logs_dir / "pyspy.log", stop_signal=signal.SIGINT)
+    return group.start("py-spy", argv, log_path=run.logs_dir / "pyspy.log", stop_signal=signal.SIGINT, cpus=cpus)
 
 
 PTRACE_HINT = "run as root, grant CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope=0"

@@ -6,9 +6,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from asyncprof.calibration import ENV_VAR as CALIBRATE_ENV
+from asyncprof.collectors.upstream import ENV_VAR as UPSTREAM_ENV
 from asyncprof.errors import ServerError
 from asyncprof.modes import Mode, ServerSpec
 from asyncprof.processes import ManagedProcess, ProcessGroup
@@ -27,14 +29,15 @@ def target_dir() -> Path:
 
 def worker_environment(run: Run, mode: Mode, *, db_url: str, connect: str, pool_size: int, rows: int,
                        otel: bool, profile_every: int, calibrate: str | None = None,
-                       accounting: bool = True) -> dict[str, str]:
+                       accounting: bool = True, upstream_url: str | None = None) -> dict[str, str]:
     """The environment of the server process: the contract of :mod:`asyncprof.worker.env`.
 
     Secrets (the database URL, a fresh SECRET_KEY) travel here and only here:
     they are never written to the run directory.  *calibrate* (the canonical
     text of :class:`asyncprof.calibration.Calibration`) becomes
     ``ASYNCPROF_CALIBRATE`` for the calibrate views; when None, any inherited
-    ``ASYNCPROF_CALIBRATE`` is removed so the workers do what the manifest says.
+    ``ASYNCPROF_CALIBRATE`` is removed so the workers do what the manifest says.  *upstream_url*
+    (the fanout scenario's upstream service) becomes ``ASYNCPROF_UPSTREAM_URL`` the same way.
     """
     env = dict(os.environ)
     env.update(
@@ -63,16 +66,21 @@ def worker_environment(run: Run, mode: Mode, *, db_url: str, connect: str, pool_
         env.pop(CALIBRATE_ENV, None)
     else:
         env[CALIBRATE_ENV] = calibrate
+    if upstream_url is None:
+        env.pop(UPSTREAM_ENV, None)
+    else:
+        env[UPSTREAM_ENV] = upstream_url
     return env
 
 
-def start_server(group: ProcessGroup, run: Run, mode: Mode, spec: ServerSpec, env: dict[str, str]) -> ManagedProcess:
+def start_server(group: ProcessGroup, run: Run, mode: Mode, spec: ServerSpec, env: dict[str, str],
+                 cpus: Sequence[int] | None = None) -> ManagedProcess:
     """Start *mode*'s server and block until all ``spec.workers`` workers are ready and /health/ answers.
 
     Raises ServerError (with the end of the server log) if it exits or times out.
     """
     log_path = run.logs_dir / "server.log"
-    proc = group.start("server", mode.command(spec), env=env, log_path=log_path)
+    proc = group.start("server", mode.command(spec), env=env, log_path=log_path, cpus=cpus)
     url = f"http://{spec.host if ':' not in spec.host else f'[{spec.host}]'}:{spec.port}/health/"
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:

@@ -1,4 +1,13 @@
-"""asyncprof's Locust user: closed-loop GETs with a W3C traceparent and a per-request log.
+"""asyncprof's Locust users: GETs with a W3C traceparent and a per-request log.
+
+Two load models, chosen by the environment:
+
+* closed loop (default): each user sends a request, waits for the answer, sends the next
+  (the seed's setup; the load adapts to the server, which hides queueing: coordinated omission);
+* open loop (``ASYNCPROF_RATE`` set): one user per Locust process starts requests on a fixed
+  schedule, whether or not earlier ones have answered.  A request's start is its *scheduled*
+  time and its latency runs from that time, so a generator that falls behind, or a connection
+  pool that is full, adds to the latency instead of silently thinning the load.
 
 Configured by the environment (set by ``asyncprof record``):
 
@@ -7,17 +16,35 @@ Configured by the environment (set by ``asyncprof record``):
 ``ASYNCPROF_REQUEST_LOG``
     file that receives one tab-separated line per request: start time (unix
     seconds), endpoint name, HTTP status (0 = no response), latency (ms),
-    response bytes, trace id, error text.  Written in batches from a
-    background greenlet so the users never wait on the disk.
+    response bytes, trace id, error text, schedule lag (ms the request was sent
+    after its scheduled time; empty in closed loop).  Written in batches from a
+    background greenlet so the users never wait on the disk.  In Locust's
+    distributed mode only the master writes it: workers send their batches to
+    the master as Locust messages, so workers on other machines need no shared
+    disk and no setting but ``ASYNCPROF_PATHS``.
+``ASYNCPROF_RATE``
+    requests per second this process starts (open loop).
+``ASYNCPROF_CONNECTIONS``
+    open loop: the most connections this process keeps open to the server.
 """
 
+import logging
 import os
 import random
+import time
 
 import gevent
 from locust import FastHttpUser, events, task
+from locust.runners import MasterRunner, WorkerRunner
 
-REQUEST_LOG_HEADER = "start\tname\tstatus\tlatency_ms\tbytes\ttrace_id\terror\n"
+from asyncprof.loadgen.request_log import REQUEST_LOG_HEADER  # noqa: F401 - re-exported for the readers' tests
+RATE = float(os.environ.get("ASYNCPROF_RATE") or 0)
+CONNECTIONS = int(os.environ.get("ASYNCPROF_CONNECTIONS") or 50)
+#: Open loop: requests waiting for a connection beyond this many are dropped (and logged as errors)
+#: rather than queued without bound in the generator's memory.
+MAX_OUTSTANDING = max(1000, 20 * CONNECTIONS)
+#: Open loop: a p99 schedule lag above this means the generator, not the server, set the pace.
+LAG_WARNING_MS = 10.0
 
 
 def _parse_paths(spec: str) -> list[tuple[str, str, int]]:
@@ -32,17 +59,34 @@ def _parse_paths(spec: str) -> list[tuple[str, str, int]]:
 PATHS = _parse_paths(os.environ.get("ASYNCPROF_PATHS", ""))
 _CHOICES = [(name, path) for name, path, weight in PATHS for _ in range(weight)]
 _LOG_PATH = os.environ.get("ASYNCPROF_REQUEST_LOG")
+MESSAGE = "asyncprof_requests"
 _buffer: list[str] = []
-_log = None
+_log: int | None = None  # an O_APPEND file descriptor (single process, or the master)
+_runner: WorkerRunner | None = None  # set in a distributed worker: batches go to the master
+_lags: list[float] = []
 
 
 def _flush() -> None:
     global _buffer
-    if _log is None or not _buffer:
+    if not _buffer or (_log is None and _runner is None):
         return
     lines, _buffer = _buffer, []
-    _log.write("".join(lines))
-    _log.flush()
+    if _runner is not None:
+        _runner.send_message(MESSAGE, {"lines": "".join(lines)})
+    else:
+        _write("".join(lines))
+
+
+def _write(text: str) -> None:
+    data = text.encode()
+    while data and _log is not None:  # a regular file takes the whole write; loop for a short one
+        data = data[os.write(_log, data):]
+
+
+def _received(environment, msg, **kwargs) -> None:
+    lines = (msg.data or {}).get("lines") if isinstance(msg.data, dict) else None
+    if isinstance(lines, str):
+        _write(lines)
 
 
 def _flusher() -> None:
@@ -53,45 +97,119 @@ def _flusher() -> None:
 
 @events.init.add_listener
 def _open_log(environment, **kwargs) -> None:
-    global _log
-    if _LOG_PATH and _log is None:
-        _log = open(_LOG_PATH, "a", buffering=1 << 20)  # noqa: SIM115 - closed on quit
-        if _log.tell() == 0:
-            _log.write(REQUEST_LOG_HEADER)
+    global _log, _runner
+    if isinstance(environment.runner, WorkerRunner):
+        _runner = environment.runner
         gevent.spawn(_flusher)
+        return
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message(MESSAGE, _received)
+    if _LOG_PATH and _log is None:
+        # asyncprof writes the header before any Locust process starts.
+        _log = os.open(_LOG_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        gevent.spawn(_flusher)
+
+
+@events.test_stop.add_listener
+def _flush_at_stop(environment, **kwargs) -> None:
+    # A distributed worker's last batch must reach the master before the master quits.
+    _flush()
 
 
 @events.request.add_listener
 def _log_request(request_type, name, response_time, response_length, response=None, context=None,
                  exception=None, start_time=None, **kwargs) -> None:
-    if _log is None:
+    if _log is None and _runner is None:
         return
     status = getattr(response, "status_code", 0) or 0
     error = "" if exception is None else repr(exception).replace("\t", " ").replace("\n", " ")[:200]
-    trace_id = (context or {}).get("trace_id", "")
-    _buffer.append(f"{start_time:.6f}\t{name}\t{status}\t{response_time:.3f}\t{response_length}\t{trace_id}\t{error}\n")
+    context = context or {}
+    trace_id = context.get("trace_id", "")
+    scheduled = context.get("scheduled")
+    lag = ""
+    if scheduled is not None and start_time is not None:
+        # Open loop: start and latency run from the scheduled time (no coordinated omission).
+        lag_ms = max(0.0, (start_time - scheduled) * 1000.0)
+        _lags.append(lag_ms)
+        start_time, response_time, lag = scheduled, response_time + lag_ms, f"{lag_ms:.3f}"
+    _buffer.append(f"{start_time:.6f}\t{name}\t{status}\t{response_time:.3f}\t{response_length}\t{trace_id}"
+                   f"\t{error}\t{lag}\n")
 
 
 @events.quitting.add_listener
 def _close_log(environment, **kwargs) -> None:
     global _log
     _flush()
+    _report_lag()
     if _log is not None:
-        _log.close()
+        os.close(_log)
         _log = None
+
+
+def _report_lag() -> None:
+    if len(_lags) >= 20:
+        lags = sorted(_lags)
+        p99 = lags[int(0.99 * (len(lags) - 1))]
+        if p99 > LAG_WARNING_MS:
+            # The recorder reads this line from the log: the run is then not valid for conclusions.
+            logging.getLogger("asyncprof").warning(
+                "asyncprof: load generator fell behind its schedule: p99 lag %.1f ms, max %.1f ms "
+                "(short of CPU: use --load-processes or a lower --rate)", p99, lags[-1])
+
+
+def _get(client, scheduled: float | None = None) -> None:
+    name, path = random.choice(_CHOICES)
+    trace_id = f"{random.getrandbits(128) or 1:032x}"
+    span_id = f"{random.getrandbits(64) or 1:016x}"
+    context: dict = {"trace_id": trace_id}
+    if scheduled is not None:
+        context["scheduled"] = scheduled
+    client.get(path, name=name, headers={"traceparent": f"00-{trace_id}-{span_id}-01"}, context=context)
 
 
 class AsyncprofUser(FastHttpUser):
     """One simulated visitor: requests back to back, no think time (the seed's closed loop)."""
 
+    abstract = RATE > 0
+
     @task
     def visit(self) -> None:
-        name, path = random.choice(_CHOICES)
-        trace_id = f"{random.getrandbits(128) or 1:032x}"
-        span_id = f"{random.getrandbits(64) or 1:016x}"
-        self.client.get(
-            path,
-            name=name,
-            headers={"traceparent": f"00-{trace_id}-{span_id}-01"},
-            context={"trace_id": trace_id},
-        )
+        _get(self.client)
+
+
+class ArrivalUser(FastHttpUser):
+    """Open loop: starts a request every ``1/RATE`` seconds, each in its own greenlet.
+
+    Requests share a pool of ``CONNECTIONS`` connections; when all are busy, new requests wait
+    for one and that wait counts in their latency.  Past ``MAX_OUTSTANDING`` waiting requests a
+    request is dropped and logged as an error (status 0) at its scheduled time.
+    """
+
+    abstract = RATE <= 0
+    concurrency = CONNECTIONS
+
+    @task
+    def arrive(self) -> None:
+        interval = 1.0 / RATE
+        outstanding = 0
+        scheduled = time.time()
+
+        def one(at: float) -> None:
+            nonlocal outstanding
+            try:
+                _get(self.client, at)
+            finally:
+                outstanding -= 1
+
+        while True:
+            delay = scheduled - time.time()
+            if delay > 0:
+                gevent.sleep(delay)
+            if outstanding >= MAX_OUTSTANDING:
+                name = random.choice(_CHOICES)[0]
+                _buffer.append(f"{scheduled:.6f}\t{name}\t0\t0.000\t0\t\tdropped: {outstanding} requests "
+                               f"outstanding in the load generator\t0.000\n")
+            else:
+                outstanding += 1
+                gevent.spawn(one, scheduled)
+            scheduled += interval

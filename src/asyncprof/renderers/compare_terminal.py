@@ -70,6 +70,10 @@ def compare_table(comparison: dict[str, Any]) -> Group:
     else:
         parts.append(Text("no gap: compare needs two runs with a per-request breakdown", style="yellow"))
     for r in runs:
+        if r.get("valid") is False:
+            reasons = "; ".join(r.get("invalid_reasons") or []) or "see its findings"
+            parts.append(Text(f"NOT VALID for conclusions: {r.get('run_id')}: {reasons}", style="bold red"))
+    for r in runs:
         for w in r.get("warnings", []):
             parts.append(Text(f"warning ({r.get('run_id')}): {w}", style="yellow"))
     return Group(*parts)

@@ -22,6 +22,7 @@ CATEGORY_STYLE: tuple[tuple[str, str, str, str], ...] = (
     ("cpu", "cpu", "c", "black on red"),
     ("db_wait", "db", "d", "black on blue"),
     ("db_connect", "conn", "n", "black on cyan"),
+    ("upstream_wait", "http", "u", "black on green"),
     ("event_loop", "loop", "l", "black on magenta"),
     ("thread_hop", "hop", "h", "black on yellow"),
     ("gil_wait", "gil", "g", "black on bright_red"),
@@ -45,7 +46,7 @@ def report_table(report: dict[str, Any]) -> Group:
     head = Text.assemble(
         (f"{report['run_id']}", "bold"),
         f"  mode={report['mode']} scenario={report['scenario']} view={report.get('view')} ",
-        f"workers={report.get('workers')} users={report.get('users')} status=",
+        f"workers={report.get('workers')} {_load_words(report.get('load') or {}, report.get('users'))} status=",
         (str(report["status"]), "green" if report["status"] == "complete" else "yellow"),
     )
     lat = report["latency_ms"]
@@ -63,6 +64,8 @@ def report_table(report: dict[str, Any]) -> Group:
         table.add_row(ep["name"], str(ep["requests"]), str(ep["errors"]),
                       *(_ms(el[k]) for k in ("mean", "p50", "p90", "p95", "p99", "max")))
     parts: list[Any] = [head, totals]
+    if load := load_line(report.get("load") or {}):
+        parts.append(load)
     if report.get("valid") is False:
         reasons = "; ".join(report.get("invalid_reasons", []))
         parts.append(Text(f"NOT VALID for conclusions: {reasons}", style="bold red"))
@@ -74,6 +77,28 @@ def report_table(report: dict[str, Any]) -> Group:
     parts.append(instruments_line(report))
     parts += [Text(f"warning: {w}", style="yellow") for w in report.get("warnings", [])]
     return Group(*parts)
+
+
+def _load_words(load: Mapping[str, Any], users: Any) -> str:
+    if load.get("model") == "open":
+        return f"rate={load.get('offered_rps'):g}/s"
+    return f"users={users}"
+
+
+def load_line(load: Mapping[str, Any]) -> Text | None:
+    """How the load was generated, when it was anything but one closed-loop Locust process."""
+    parts: list[str] = []
+    if load.get("model") == "open":
+        lag = load.get("lag_ms") or {}
+        parts.append(f"open loop: {load.get('offered_rps'):g} req/s offered, {_rps(load.get('scheduled_rps'))} scheduled "
+                     f"and {_rps(load.get('sent_rps'))} sent per s in the window, schedule lag p99 "
+                     f"{_ms2(lag.get('p99'))} ms (latency counts from the scheduled time), at most "
+                     f"{load.get('connections_per_process')} connections per load process")
+    if (load.get("processes") or 1) > 1:
+        parts.append(f"Locust distributed: {load['processes']} worker processes")
+    if pin := load.get("pinning"):
+        parts.append(f"pinned: load generator on CPUs {pin.get('load')}, target on CPUs {pin.get('target')}")
+    return Text("load: " + "; ".join(parts)) if parts else None
 
 
 def breakdown_section(report: Mapping[str, Any]) -> list[Any]:
@@ -106,9 +131,11 @@ def breakdown_section(report: Mapping[str, Any]) -> list[Any]:
         legend.append(letter, style=style)
         legend.append(f" {header}")
     acc = report.get("accounting") or {}
+    calls = report.get("upstream_calls_per_request")
+    upstream = f", {calls:.1f} upstream HTTP calls" if calls else ""
     note = Text(
-        f"{report.get('hops_per_request') or 0:.1f} sync<->async hops and {report.get('queries_per_request') or 0:.1f} "
-        f"queries per request; {acc.get('matched_requests', 0)} requests matched to server records "
+        f"{report.get('hops_per_request') or 0:.1f} sync<->async hops, {report.get('queries_per_request') or 0:.1f} "
+        f"queries{upstream} per request; {acc.get('matched_requests', 0)} requests matched to server records "
         f"({_pct(acc.get('match_rate'))}); per request, |other| is {_pct(acc.get('sum_check'))} "
         "of its latency on average"
     )

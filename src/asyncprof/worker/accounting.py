@@ -48,6 +48,7 @@ def install(run_dir: str | None, *, interface: str, otel: bool) -> None:
             "asgiref": call_hooks.install_asgiref(),
             "psycopg2": call_hooks.install_psycopg2(),
             "asyncpg": call_hooks.install_asyncpg(),
+            "httpx": call_hooks.install_httpx(),
             "time.sleep": True,
         },
         thread_cpu_at_install_s=time.thread_time(),

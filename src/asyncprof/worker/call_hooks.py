@@ -1,4 +1,4 @@
-"""Hooks on the calls where a request waits: thread hops, database drivers, ``time.sleep``.
+"""Hooks on the calls where a request waits: thread hops, database drivers, HTTP clients, ``time.sleep``.
 
 Each hook finds the request in ``record.current`` and does nothing else when there is none,
 so code outside requests (startup, the span exporter's thread) pays one context-variable read.
@@ -16,6 +16,13 @@ so code outside requests (startup, the span exporter's thread) pays one context-
 * asyncpg: ``Connection._execute``/``execute``/``_executemany`` and ``connect``: the call's wall
   time minus the request's loop time over it is ``db_wait``/``db_connect``; ``Pool._acquire``
   the same for ``db_connect`` (its part not spent opening a connection is ``pool_wait``).
+* httpx (other HTTP services, ``upstream_wait``): ``HTTPTransport.handle_request`` and the
+  response body's reads are timed like psycopg2's waits (blocked time: wall minus CPU minus run
+  delay); ``AsyncHTTPTransport.handle_async_request`` and the body's reads like asyncpg's
+  queries, except that concurrent calls of one request (``asyncio.gather``) are timed as the
+  union of their intervals: from the first call in flight to the last one done, minus the
+  request's loop time meanwhile (its tasks running or ready: already ``cpu``, ``event_loop``,
+  ``os_run_queue``), minus the loop lag of the last answer.  Each interval is counted once.
 * ``time.sleep``: ``blocking`` (under ASGI it blocks the whole loop, which the other requests
   see as ``event_loop``).
 """
@@ -339,6 +346,150 @@ def install_asyncpg() -> bool:
     asyncpg.connection.connect = connect  # the pool looks it up here when it is created
     asyncpg.connect = connect
     asyncpg.pool.Pool._acquire = _wrap_acquire(asyncpg.pool.Pool._acquire)  # type: ignore[method-assign]
+    return True
+
+
+# --- httpx: calls to other HTTP services ------------------------------------------------------
+
+
+def _upstream_blocking(rec: RequestRecord, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call the blocking ``fn(*args)`` (a sync httpx transport call or body read) as an upstream wait.
+
+    Its blocked time (wall minus this thread's CPU and run delay) is ``upstream_wait`` and known
+    (not ``gil_wait``); under gevent the request's greenlet is switched out instead, and the
+    greenlet hooks charge that time.
+    """
+    if rec.closed:
+        return fn(*args)
+    if greenlet_hooks.active():
+        return greenlet_hooks.wait(greenlet_hooks.WAIT_UPSTREAM, fn, *args)
+    STATS.timed_waits += 1
+    c0, r0, t0 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
+    try:
+        return fn(*args)
+    finally:
+        t1, r1, c1 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
+        blocked = max(0, (t1 - t0) - (c1 - c0) - (r1 - r0))
+        rec.upstream_wait += blocked
+        rec.blocked_known += blocked
+
+
+def _upstream_enter(rec: RequestRecord) -> None:
+    """An async upstream call (or body read) of *rec* starts; the first of overlapping ones opens the interval."""
+    rec.upstream_depth += 1
+    if rec.upstream_depth == 1:
+        STATS.timed_waits += 1
+        t0 = perf_counter_ns()
+        rec.upstream_t0, rec.upstream_busy0 = t0, rec.busy_ns(t0)
+
+
+def _upstream_leave(rec: RequestRecord) -> None:
+    """An async upstream call of *rec* ends; the last of overlapping ones charges their union once.
+
+    The union's own wait is its wall time minus the request's loop time over it, minus the last
+    answer's loop lag (``_own_wait``).  On a loop the loop hooks do not follow (``async_to_sync``
+    runs the coroutine on a loop of its own, while the calling thread waits: ``thread_hop``), the
+    request is never ``running``: the wait is then known blocked time, which the hop excludes.
+    """
+    rec.upstream_depth -= 1
+    if rec.upstream_depth == 0:
+        own = _own_wait(rec, rec.upstream_t0, rec.upstream_busy0)
+        rec.upstream_wait += own
+        if not rec.running:
+            rec.blocked_known += own
+
+
+_TimedSyncStream: Any = None
+_TimedAsyncStream: Any = None
+
+
+def _stream_classes(httpx: Any) -> tuple[Any, Any]:
+    """Response body streams whose reads are upstream waits (the body can arrive after the head)."""
+
+    class TimedSyncStream(httpx.SyncByteStream):  # type: ignore[misc, name-defined]
+        __slots__ = ("_stream", "_rec")
+
+        def __init__(self, stream: Any, rec: RequestRecord) -> None:
+            self._stream, self._rec = stream, rec
+
+        def __iter__(self) -> Any:
+            chunks = iter(self._stream)
+            while True:
+                try:
+                    chunk = _upstream_blocking(self._rec, next, chunks)
+                except StopIteration:
+                    return
+                yield chunk
+
+        def close(self) -> None:
+            self._stream.close()
+
+    class TimedAsyncStream(httpx.AsyncByteStream):  # type: ignore[misc, name-defined]
+        __slots__ = ("_stream", "_rec")
+
+        def __init__(self, stream: Any, rec: RequestRecord) -> None:
+            self._stream, self._rec = stream, rec
+
+        async def __aiter__(self) -> Any:
+            chunks = self._stream.__aiter__()
+            rec = self._rec
+            while True:
+                _upstream_enter(rec)
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _upstream_leave(rec)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._stream.aclose()
+
+    return TimedSyncStream, TimedAsyncStream
+
+
+def install_httpx() -> bool:
+    """Wrap httpx's default transports (sync and async); False when httpx is not importable."""
+    global _TimedSyncStream, _TimedAsyncStream
+    try:
+        import httpx
+    except ImportError:
+        return False
+    sync_cls, async_cls = httpx.HTTPTransport, httpx.AsyncHTTPTransport
+    if getattr(sync_cls.handle_request, "_asyncprof", False):
+        return True
+    _TimedSyncStream, _TimedAsyncStream = _stream_classes(httpx)
+    original_sync, original_async = sync_cls.handle_request, async_cls.handle_async_request
+
+    @functools.wraps(original_sync)
+    def handle_request(self: Any, request: Any) -> Any:
+        rec = current.get()
+        if rec is None or rec.closed:
+            return original_sync(self, request)
+        rec.upstream_calls += 1
+        response = _upstream_blocking(rec, original_sync, self, request)
+        response.stream = _TimedSyncStream(response.stream, rec)
+        return response
+
+    @functools.wraps(original_async)
+    async def handle_async_request(self: Any, request: Any) -> Any:
+        rec = current.get()
+        if rec is None or rec.closed:
+            return await original_async(self, request)
+        rec.upstream_calls += 1
+        _upstream_enter(rec)
+        try:
+            response = await original_async(self, request)
+        finally:
+            _upstream_leave(rec)
+        response.stream = _TimedAsyncStream(response.stream, rec)
+        return response
+
+    handle_request._asyncprof = True  # type: ignore[attr-defined]
+    handle_async_request._asyncprof = True  # type: ignore[attr-defined]
+    sync_cls.handle_request = handle_request  # type: ignore[method-assign]
+    async_cls.handle_async_request = handle_async_request  # type: ignore[method-assign]
     return True
 
 

@@ -9,9 +9,10 @@ Here the accounting follows the greenlets instead:
 * the time it spends switched out is charged by what it was waiting for: psycopg2's wait
   callback (its ``select`` is gevent's once the worker is monkey-patched: cooperative) marks a
   database wait (``db_wait``, or ``db_connect`` while connecting), gevent's ``time.sleep`` is
-  ``blocking`` up to the time asked for, anything else is ``event_loop`` (the worker's hub was
-  running other greenlets, so the request could not run);
-* of a database wait, the part after the answer arrived while the hub was busy is
+  ``blocking`` up to the time asked for, the httpx hooks mark an upstream HTTP call
+  (``upstream_wait``), anything else is ``event_loop`` (the worker's hub was running other
+  greenlets, so the request could not run);
+* of a database or upstream wait, the part after the answer arrived while the hub was busy is
   ``event_loop`` too: the hub's poll is timed with a prepare and a check watcher, and the lag
   estimated as for asyncio (:func:`asyncprof.worker.loop_hooks.loop_lag_ns`).
 
@@ -28,7 +29,7 @@ from asyncprof.worker import loop_hooks
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
 from asyncprof.worker.record import RequestRecord
 
-RUNNING, WAIT_OTHER, WAIT_DB, WAIT_CONNECT, WAIT_SLEEP = 0, 1, 2, 3, 4
+RUNNING, WAIT_OTHER, WAIT_DB, WAIT_CONNECT, WAIT_SLEEP, WAIT_UPSTREAM = 0, 1, 2, 3, 4, 5
 
 
 class _State:
@@ -143,11 +144,13 @@ def _switch(origin: Any, target: Any) -> None:
 def _charge_out(state: _State, out: int, now: int) -> None:
     rec = state.rec
     kind = state.wait
-    if kind == WAIT_DB or kind == WAIT_CONNECT:
+    if kind == WAIT_DB or kind == WAIT_CONNECT or kind == WAIT_UPSTREAM:
         lag = min(out, loop_hooks._lag_at(now))
         rec.event_loop += lag
         if kind == WAIT_DB:
             rec.db_wait += out - lag
+        elif kind == WAIT_UPSTREAM:
+            rec.upstream_wait += out - lag
         else:
             rec.db_connect += out - lag
     elif kind == WAIT_SLEEP:  # past the time asked for, the hub was busy elsewhere

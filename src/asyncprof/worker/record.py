@@ -22,8 +22,8 @@ class RequestRecord:
 
     Time while the request runs (its task steps, its thread-hop code, its WSGI thread) is split
     by the clocks into ``cpu``, ``run_delay`` and off-CPU; known blocking calls (database waits
-    in psycopg2, ``time.sleep``) are added to ``blocked_known`` as well as to their own field,
-    so what remains of off-CPU is ``gil_wait``.
+    in psycopg2, sync upstream HTTP calls, ``time.sleep``) are added to ``blocked_known`` as well
+    as to their own field, so what remains of off-CPU is ``gil_wait``.
     """
 
     __slots__ = (
@@ -34,6 +34,7 @@ class RequestRecord:
         "running", "step_t0", "step_c0", "step_r0", "ready_tasks", "ready_since", "ready_rd",
         "db_depth", "acquiring", "connect_own", "last_ready_ns", "last_lag_ns", "hop_done_ns", "hop_signal_ns",
         "hop_start_ns", "lag_moved", "lag_mark_ns",
+        "upstream_wait", "upstream_calls", "upstream_depth", "upstream_t0", "upstream_busy0",
     )  # fmt: skip
 
     def __init__(self, trace_id: str, name: str, start_unix: float, start_ns: int) -> None:
@@ -63,6 +64,11 @@ class RequestRecord:
         self.hop_start_ns = 0  # the latest hop's function started on its thread
         self.lag_moved = 0  # loop lag the await regions moved to event_loop (see call_hooks._own_wait)
         self.lag_mark_ns = 0  # the ready mark whose lag was moved last
+        self.upstream_wait = self.upstream_calls = 0
+        # Async upstream calls in flight (concurrent ones overlap), and when the first of them started
+        # with the request's busy_ns() then: their union is timed once (see call_hooks._upstream_enter).
+        self.upstream_depth = 0
+        self.upstream_t0 = self.upstream_busy0 = 0
 
     def end_step(self, t_start: int, t1: int, cpu: int, run_delay: int) -> None:
         """Account a step of the request's code on the loop thread, from *t_start* to *t1*.
@@ -129,6 +135,8 @@ class RequestRecord:
             self.hops,
             self.queries,
             self.pool_wait // 1000,
+            self.upstream_wait // 1000,
+            self.upstream_calls,
         )
         return "\t".join(map(str, values))
 
@@ -140,6 +148,7 @@ class RequestRecord:
             "asyncprof.cpu_ms": self.cpu * ms,
             "asyncprof.db_wait_ms": self.db_wait * ms,
             "asyncprof.db_connect_ms": self.db_connect * ms,
+            "asyncprof.upstream_wait_ms": self.upstream_wait * ms,
             "asyncprof.event_loop_ms": self.event_loop * ms,
             "asyncprof.thread_hop_ms": max(0, self.thread_hop) * ms,
             "asyncprof.gil_wait_ms": self.gil_wait() * ms,
@@ -147,6 +156,7 @@ class RequestRecord:
             "asyncprof.blocking_ms": self.blocking * ms,
             "asyncprof.hops": self.hops,
             "asyncprof.queries": self.queries,
+            "asyncprof.upstream_calls": self.upstream_calls,
         }
 
 

@@ -1,7 +1,8 @@
 """The format of the in-worker accounting files: the contract between the workers and the analysis.
 
 Each worker appends to ``accounting/<pid>.tsv`` in the run directory: a header line
-(``COLUMNS`` joined by tabs), then one line per finished request.  Durations are integer
+(``COLUMNS`` joined by tabs), then one line per finished request.  New columns are added at the
+end; readers find columns by the header, and count a column an older file lacks as 0.  Durations are integer
 microseconds of the worker's own clocks; the server-side categories of one line never sum to
 more than ``wall_us`` by construction except for clock jitter of a few microseconds, and what
 they leave of ``wall_us`` is the server's part of ``other``.
@@ -45,6 +46,12 @@ Columns:
     Number of database round trips measured.
 ``pool_wait_us``
     Part of ``db_connect_us`` spent waiting for a pool connection.
+``upstream_wait_us``
+    Waiting for other HTTP services to answer (httpx's transports, sync and async): wall time in
+    which at least one of the request's calls was outstanding and the request neither ran nor
+    was ready to run, so concurrent calls count once (client CPU excluded: it is in ``cpu_us``).
+``upstream_calls``
+    Number of upstream HTTP calls (httpx requests sent) of this request.
 
 Besides the records, each worker writes ``accounting/<pid>.json`` (see ``WorkerSummary`` in
 ``asyncprof.worker.accounting``): the loop implementation, whether ready-waits were measurable,
@@ -67,6 +74,8 @@ COLUMNS: tuple[str, ...] = (
     "hops",
     "queries",
     "pool_wait_us",
+    "upstream_wait_us",
+    "upstream_calls",
 )
 
 #: The server-side duration columns that split ``wall_us`` (in report order).
@@ -74,6 +83,7 @@ SERVER_CATEGORIES: tuple[str, ...] = (
     "cpu",
     "db_wait",
     "db_connect",
+    "upstream_wait",
     "event_loop",
     "thread_hop",
     "gil_wait",
