@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -223,23 +223,16 @@ def _compare(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-def _int_list(flag: str, text: str) -> list[int]:
+def _number_list(flag: str, text: str, kind: type[int] | type[float]) -> list[Any]:
+    """Comma-separated numbers of *kind*, or UsageError naming *flag* with an example."""
+    example = f"e.g. {flag} 10,50,100" if kind is int else f"e.g. {flag} 100,200,400"
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UsageError(f"{flag} takes comma-separated whole numbers, not {text!r}", f"e.g. {flag} 10,50,100") from None
+        what = "whole numbers" if kind is int else "numbers"
+        raise UsageError(f"{flag} takes comma-separated {what}, not {text!r}", example) from None
     if not values:
-        raise UsageError(f"{flag} is empty", f"e.g. {flag} 10,50,100")
-    return values
-
-
-def _float_list(flag: str, text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}", f"e.g. {flag} 100,200,400") from None
-    if not values:
-        raise UsageError(f"{flag} is empty", f"e.g. {flag} 100,200,400")
+        raise UsageError(f"{flag} is empty", example)
     return values
 
 
@@ -253,8 +246,8 @@ def _sweep(args: argparse.Namespace, out: Console, err: Console) -> int:
                         load_master_port=args.load_master_port, out=args.out or default_parent(),
                         upstream_delay_ms=args.upstream_delay_ms)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    rates = _float_list("--rate", args.rate) if args.rate is not None else None
-    users = _int_list("--users", args.users or ("100" if rates is not None else "10,50,100,200"))
+    rates = _number_list("--rate", args.rate, float) if args.rate is not None else None
+    users = _number_list("--users", args.users or ("100" if rates is not None else "10,50,100,200"), int)
     summary, path = sweep(base, modes, users, trials=args.trials, slo_p99_ms=args.slo_p99_ms,
                           instruments=args.instruments, rates=rates, console=err)
     if args.json:

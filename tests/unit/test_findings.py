@@ -141,3 +141,174 @@ def test_ranking_validity_first_then_by_share() -> None:
     assert d.findings[0].share is None and d.findings[0].share_of == "validity"
     js = d.findings[1].to_json()
     assert set(js) == {"title", "detail", "share", "share_of", "evidence", "try"} and js["share"] == 0.4
+
+
+# --- advice that fits the mode that ran -----------------------------------------------------------
+
+
+def http_finding(**kw: Any) -> F.Finding:
+    (f,) = [f for f in diagnose(FindingInputs(cpu_shares={"http_server": 0.3}, **kw)).findings
+            if f.evidence.get("cpu_http_server_share")]
+    return f
+
+
+@pytest.mark.parametrize(("mode", "loop", "install"), [
+    ("uvicorn", "asyncio", "install httptools and uvloop"),
+    ("async", "uvloop", "install httptools (pip install 'asyncprof[uvicorn]'"),
+    ("uvicorn", None, "install httptools (pip install 'asyncprof[uvicorn]'"),
+])
+def test_h11_under_uvicorn_means_installing_httptools(mode: str, loop: str | None, install: str) -> None:
+    f = http_finding(interface="asgi", mode=mode, http_parser="h11", loop=loop)
+    assert f.title == "Pure-Python HTTP parsing" and install in f.try_
+    if loop != "asyncio":
+        assert "uvloop" not in f.try_.split("(")[0]
+
+
+def test_uvicorn_with_httptools_on_asyncio_suggests_only_uvloop() -> None:
+    f = http_finding(interface="asgi", mode="uvicorn", http_parser="httptools", loop="asyncio")
+    assert f.title == "HTTP server CPU" and f.try_.startswith("install uvloop (")
+    f = http_finding(interface="asgi", mode="uvicorn", http_parser="httptools", loop="uvloop")
+    assert "already parses with httptools on uvloop" in f.try_ and "install" not in f.try_
+
+
+def test_h11_under_hypercorn_is_hypercorns_own_parser() -> None:
+    top = {"http_server": [{"function": "Connection.send (h11/_connection.py)"},
+                           {"function": "H11Protocol.stream_send (hypercorn/protocol/h11.py)"}]}
+    f = http_finding(interface="asgi", mode="hypercorn", http_parser="h11", loop="asyncio", cpu_top=top)
+    assert f.title == "Pure-Python HTTP parsing"
+    assert "h11 is hypercorn's HTTP/1.1 parser" in f.try_
+    assert "--mode uvicorn with httptools" in f.try_ and "--mode granian-asgi" in f.try_
+    assert "install httptools" not in f.try_ and "uvicorn[standard]" not in f.try_
+    assert "server: hypercorn" in f.detail
+    # A run without a recorded mode is told by its top functions.
+    assert "hypercorn's HTTP/1.1 parser" in http_finding(interface="asgi", http_parser="h11", cpu_top=top).try_
+
+
+@pytest.mark.parametrize(("mode", "interface", "title", "says", "never"), [
+    ("daphne", "asgi", "Pure-Python HTTP parsing", "twisted.web", "install httptools"),
+    ("granian-asgi", "asgi", "HTTP server CPU", "granian parses HTTP in Rust", "install"),
+    ("granian-wsgi", "wsgi", "HTTP server CPU", "granian parses HTTP in Rust", "gunicorn"),
+    ("sync", "wsgi", "Pure-Python HTTP parsing", "gunicorn's sync workers parse HTTP in Python", "httptools"),
+    ("gthread", "wsgi", "Pure-Python HTTP parsing", "gunicorn's gthread workers parse", "sync worker"),
+    ("gevent", "wsgi", "Pure-Python HTTP parsing", "gunicorn's gevent workers parse", "sync worker"),
+])
+def test_http_server_advice_per_mode(mode: str, interface: str, title: str, says: str, never: str) -> None:
+    f = http_finding(interface=interface, mode=mode, workers=4, cpus_usable=2)
+    assert f.title == title and says in f.try_ and never not in f.try_
+    assert "more workers" not in f.try_  # 4 workers on 2 cores already
+
+
+def test_gunicorn_suggests_more_workers_only_below_the_cores() -> None:
+    assert "more workers spread it (--workers: 2 on 4 usable cores)" in http_finding(
+        interface="wsgi", mode="sync", workers=2, cpus_usable=4).try_
+
+
+QUEUE = {"attribution_ms": breakdown(server_queue=60.0), "workers": 4, "users": 50}
+
+
+@pytest.mark.parametrize(("mode", "threads", "slots", "says", "never"), [
+    ("sync", None, 4, "--mode gthread (--threads) or gevent", "worker_connections"),
+    ("gthread", 4, 16, "more --threads when requests mostly wait on I/O", "--mode gthread"),
+    ("granian-wsgi", 2, 8, "more --threads", "--mode gthread"),
+    ("gevent", None, 4000, "accepts up to worker_connections", "--threads"),
+    ("uvicorn", None, None, "ASGI workers accept every connection", "--threads"),
+    ("hypercorn", None, None, "ASGI workers accept every connection", "--mode gthread"),
+])
+def test_server_queue_advice_per_mode(mode: str, threads: int | None, slots: int | None, says: str,
+                                      never: str) -> None:
+    interface = "asgi" if mode in ("uvicorn", "hypercorn") else "wsgi"
+    (f,) = diagnose(FindingInputs(mode=mode, threads=threads, interface=interface, **QUEUE)).findings
+    assert f.title == "Requests queue before a worker takes them"
+    assert says in f.try_ and never not in f.try_
+    assert f.evidence["request_slots"] == slots
+    if slots is not None and slots < 50:
+        assert f"50 users for {slots} request slots" in f.detail and f"about {50 - slots} wait" in f.detail
+    else:
+        assert "wait for a free slot" not in f.detail
+
+
+def test_event_loop_advice_fits_workers_loop_and_server() -> None:
+    att = breakdown(event_loop=30.0)
+    saturated = diagnose(FindingInputs(attribution_ms=att, interface="asgi", mode="uvicorn", workers=4,
+                                       cpus_usable=2, loop="asyncio")).findings[0]
+    assert "add workers" not in saturated.try_ and "no more workers than usable cores (4 on 2)" in saturated.try_
+    assert "install uvloop" in saturated.try_
+    few = diagnose(FindingInputs(attribution_ms=att, interface="asgi", mode="uvicorn", workers=1, cpus_usable=2,
+                                 loop="uvloop")).findings[0]
+    assert "add workers up to the core count (--workers: 1 on 2 usable cores)" in few.try_ and "uvloop" not in few.try_
+    hyper = diagnose(FindingInputs(attribution_ms=att, interface="asgi", mode="hypercorn", workers=2, cpus_usable=2,
+                                   loop="asyncio")).findings[0]
+    assert "--worker-class uvloop" in hyper.try_ and "workers" not in hyper.try_.split("uvloop")[0]
+    daphne = diagnose(FindingInputs(attribution_ms=att, interface="asgi", mode="daphne", loop="asyncio")).findings[0]
+    assert "uvloop" not in daphne.try_
+    gevent = diagnose(FindingInputs(attribution_ms=att, interface="wsgi", mode="gevent")).findings[0]
+    assert "busy gevent hub" in gevent.detail and "without yielding" in gevent.try_
+
+
+@pytest.mark.parametrize(("kw", "says"), [
+    ({"mode": "gthread", "interface": "wsgi", "threads": 8}, "the 8 threads of each worker share one GIL"),
+    ({"mode": "granian-wsgi", "interface": "wsgi", "threads": 4}, "fewer --threads"),
+    ({"mode": "uvicorn", "interface": "asgi"}, "fewer sync<->async hops"),
+    ({"mode": "sync", "interface": "wsgi"}, "background threads"),
+])
+def test_gil_advice_per_mode(kw: dict[str, Any], says: str) -> None:
+    (f,) = diagnose(FindingInputs(attribution_ms=breakdown(gil_wait=20.0), **kw)).findings
+    assert says in f.try_
+
+
+@pytest.mark.parametrize(("kw", "says"), [
+    ({"interface": "asgi", "mode": "uvicorn"}, "a connection pool"),
+    ({"interface": "wsgi", "mode": "sync"}, "CONN_MAX_AGE keeps one per worker thread"),
+    ({"interface": "wsgi", "mode": "gthread"}, "CONN_MAX_AGE keeps one per worker thread"),
+    ({"interface": "wsgi", "mode": "gevent"}, "one per greenlet"),
+])
+def test_db_connect_advice_per_mode(kw: dict[str, Any], says: str) -> None:
+    (f,) = diagnose(FindingInputs(attribution_ms=breakdown(db_connect=20.0), **kw)).findings
+    assert says in f.try_
+
+
+def test_run_queue_names_threads_of_threaded_modes() -> None:
+    (f,) = diagnose(FindingInputs(attribution_ms=breakdown(os_run_queue=20.0), mode="gthread", interface="wsgi",
+                                  threads=4, workers=2, cpus_usable=2)).findings
+    assert "2 workers × 4 threads on 2 usable cores" in f.detail and "share its GIL" in f.try_
+
+
+# --- breakdown categories beyond the ones these findings were written for ------------------------
+
+
+def test_upstream_wait_is_named_with_advice_per_interface() -> None:
+    att = {**breakdown(), "upstream_wait": 30.0, "db_wait": 70.0}
+    (f,) = diagnose(FindingInputs(attribution_ms=att, interface="asgi", mode="uvicorn")).findings
+    assert f.title == "Waiting for other HTTP services" and f.share == pytest.approx(0.3)
+    assert "httpx.AsyncClient" in f.try_
+    (f,) = diagnose(FindingInputs(attribution_ms=att, interface="wsgi", mode="sync", workers=4)).findings
+    assert "requests.Session" in f.try_ and "--mode gthread or gevent" in f.try_
+    (f,) = diagnose(FindingInputs(attribution_ms=att, interface="wsgi", mode="gthread", workers=4, threads=4)).findings
+    assert "4 threads per gunicorn gthread worker" in f.try_ and "--mode gthread" not in f.try_
+    below = {**breakdown(), "upstream_wait": 9.9, "db_wait": 90.1}
+    assert titles(attribution_ms=below, interface="asgi") == []
+
+
+def test_unknown_categories_get_a_generic_finding_and_missing_ones_no_error() -> None:
+    att = {**breakdown(), "cache_wait": 25.0, "db_wait": 75.0}
+    (f,) = diagnose(FindingInputs(attribution_ms=att)).findings
+    assert f.title == "Time in cache_wait" and f.share == pytest.approx(0.25) and f.share_of == "latency"
+    # A breakdown without some of today's categories (an older or newer attribution) still diagnoses.
+    sparse = {"cpu": 20.0, "server_queue": 80.0}
+    assert titles(attribution_ms=sparse, interface="asgi", mode="uvicorn") == [
+        "Requests queue before a worker takes them"]
+
+
+def test_server_queue_with_more_slots_than_users_is_not_a_slot_wait() -> None:
+    kw = {**QUEUE, "users": 10}
+    (f,) = diagnose(FindingInputs(mode="granian-wsgi", interface="wsgi", threads=4, **kw)).findings
+    assert "10 users for 16 request slots" in f.detail and "wait for a free slot" not in f.detail
+    assert "outnumber the 10 users" in f.try_ and "--threads" not in f.try_
+    (f,) = diagnose(FindingInputs(mode="sync", interface="wsgi", **kw)).findings
+    assert "about 6 wait for a free slot" in f.detail and "--mode gthread" in f.try_
+
+
+def test_without_a_mode_no_slot_count_or_sync_only_advice_is_given() -> None:
+    (f,) = diagnose(FindingInputs(interface="wsgi", **QUEUE)).findings
+    assert "request slots" not in f.detail and "--mode gthread" not in f.try_
+    assert f.try_ == "the workers are all busy: see the capacity line for what limits them"

@@ -5,9 +5,14 @@ Categories (:data:`CATEGORIES`):
 ``app``                 the user's project packages (default ``asyncprof_target``; more via
                         ``app_packages`` or :func:`add_app_packages`)
 ``django``              Django itself
-``db_driver``           psycopg2 / psycopg / asyncpg (Django's own DB layer stays ``django``)
-``http_server``         gunicorn, uvicorn, uvicorn_worker, h11, httptools
-``event_loop``          asyncio and uvloop machinery
+``db_driver``           psycopg2 / psycopg / asyncpg, psycogreen (Django's own DB layer stays ``django``)
+``http_server``         gunicorn, uvicorn, uvicorn_worker, hypercorn, daphne, granian's Python side, gevent's
+                        servers (``baseserver``, ``pywsgi``), Twisted's HTTP (``twisted.web``); the parsers
+                        h11 and httptools (httptools is C: its callbacks are uvicorn's ``HttpToolsProtocol``)
+``event_loop``          asyncio and uvloop machinery, Twisted's reactor (``twisted.internet``, which daphne
+                        runs on asyncio), gevent's hub, greenlet switches, timeouts and cooperative sockets.
+                        uvloop's loop is Cython: py-spy shows no frame of it, so its own time is billed to
+                        the Python frame that started it (``Runner.run``, asyncio's, still ``event_loop``)
 ``thread_pool``         thread start/join/bootstrap, concurrent.futures executors, queues, asgiref's
                         sync_to_async / async_to_sync machinery
 ``otel_and_profilers``  OpenTelemetry, pyinstrument and ``asyncprof`` itself (its in-worker hooks):
@@ -112,6 +117,12 @@ _OTEL_UTILS = (  # opentelemetry/instrumentation/utils.py, seen as a bare "utils
     "is_http_instrumentation_enabled", "extract_attributes_from_object", "unwrap", "_url_quote",
     "_get_opentelemetry_values", "_python_path_without_directory", "*suppress*instrumentation",
 )  # fmt: skip
+_OTEL_HTTP_UTILS = (  # opentelemetry/util/http/__init__.py, seen as "http/__init__.py" like the stdlib's http
+    "ExcludeList.*", "SanitizeValue.*", "get_traced_request_attrs", "get_excluded_urls", "parse_excluded_urls",
+    "remove_url_credentials", "normalise_re*_header_name", "sanitize_method", "get_custom_header*",
+    "_parse_active_request_count_attrs", "_parse_duration_attrs", "_parse_url_query", "redact_query_parameters",
+    "redact_url", "normalize_user_agent", "detect_synthetic_user_agent",
+)  # fmt: skip
 _DRIVERS = ("psycopg2/", "psycopg/", "psycopg_pool/", "psycopg_c/", "asyncpg/", "aiopg/", "sqlite3/")
 
 #: The built-in table, tried after user and app rules.  Order matters: first match wins.
@@ -122,6 +133,8 @@ RULES: tuple[Rule, ...] = (
     *(Rule(_OTEL, d) for d in _OTEL_DIRS),
     *(Rule(_OTEL, f) for f in _OTEL_FILES),
     *(Rule(_OTEL, "utils.py", f) for f in _OTEL_UTILS),
+    *(Rule(_OTEL, "http/__init__.py", f) for f in _OTEL_HTTP_UTILS),
+    Rule(_OTEL, "http/httplib.py"),  # opentelemetry/util/http/httplib.py (the stdlib's is http/client.py)
     Rule(_OTEL, "util/instrumentation.py"),  # opentelemetry/sdk/util/
     Rule(_OTEL, "util/__init__.py", "Bounded*"),
     # OTel's driver instrumentors shorten to the drivers' own __init__.py; the real psycopg2
@@ -132,6 +145,8 @@ RULES: tuple[Rule, ...] = (
     Rule(_OTEL, "psycopg/__init__.py"),
     Rule(_OTEL, "asyncpg/__init__.py"),
     *(Rule("db_driver", d, claims=_LOOP) for d in _DRIVERS),
+    # psycogreen's wait callbacks make psycopg2 cooperative under gevent/eventlet: the driver's wait.
+    Rule("db_driver", "psycogreen/", claims=_LOOP),
     Rule(_OTEL, "django/middleware/otel_middleware.py"),  # opentelemetry-instrumentation-django
     Rule("django", "django/"),
     # The thread hop.  asgiref.local is the context-local storage Django reads everywhere: billed
@@ -149,10 +164,51 @@ RULES: tuple[Rule, ...] = (
     # uvicorn_worker / gunicorn / uvicorn.server start the loop: what runs under it is not theirs.
     Rule("http_server", "uvicorn/protocols/", claims=_LOOP),
     Rule("http_server", "uvicorn/middleware/", claims=_LOOP),
+    # gunicorn's request handling (its parser, the gevent worker's per-connection loop and timeouts)
+    # reads and writes through gevent's cooperative sockets under --mode gevent: that I/O is its own.
+    Rule("http_server", "gunicorn/http/", claims=_LOOP),
+    Rule("http_server", "gunicorn/workers/base_async.py", claims=_LOOP),
+    Rule("http_server", "gunicorn/util.py", "write*", claims=_LOOP),
+    Rule("http_server", "gunicorn/workers/ggevent.py", "GeventWorker.handle*", claims=_LOOP),
+    Rule("http_server", "gunicorn/workers/ggevent.py", "GeventWorker.timeout_ctx", claims=_LOOP),
+    # hypercorn: the worker entry (asyncio_worker -> asyncio.run) starts the loop and claims nothing;
+    # its TCP server, task group and protocol code (h11 / h2 state machines) read and write through
+    # asyncio streams and create the request tasks: that loop work is theirs.
+    *(Rule("http_server", f) for f in ("hypercorn/asyncio/run.py", "hypercorn/asyncio/__init__.py",
+                                        "hypercorn/trio/run.py", "hypercorn/run.py", "hypercorn/__main__.py")),
+    Rule("http_server", "hypercorn/", claims=_LOOP),
+    # daphne: its CLI and Server.run start Twisted's reactor (on asyncio) and claim nothing; its
+    # request handling and twisted.web (daphne's HTTP/1.1 parser, with LineReceiver underneath) write
+    # through the reactor's transports.  twisted.python's log/context wrappers bill their caller.
+    *(Rule("http_server", f) for f in ("daphne/cli.py", "daphne/__main__.py")),
+    Rule("http_server", "daphne/server.py", "Server.run"),
+    Rule("http_server", "daphne/", claims=_LOOP),
+    Rule("http_server", "twisted/web/", claims=_LOOP),
+    Rule("http_server", "twisted/protocols/", claims=_LOOP),
+    Rule(INHERIT, "twisted/python/"),
+    Rule(INHERIT, "twisted/logger/"),
+    # granian parses HTTP in Rust; its Python side is the server/CLI entry (which starts the loop:
+    # claims nothing) and the per-request glue: _futures.py schedules each request's task on the
+    # loop and watches it, asgi.py / wsgi.py wrap the application callable.
+    *(Rule("http_server", f) for f in ("granian/server/", "granian/cli.py", "granian/__main__.py")),
+    Rule("http_server", "granian/", claims=_LOOP),
+    # gevent: every connection's greenlet starts in baseserver (the root of its stack, like
+    # Handle._run for a task: claims nothing); pywsgi is gevent's own HTTP server.
+    Rule("http_server", "gevent/baseserver.py"),
+    Rule("http_server", "gevent/server.py"),
+    Rule("http_server", "gevent/pywsgi.py", claims=_LOOP),
     *(Rule("http_server", d) for d in ("uvicorn/", "uvicorn_worker/", "gunicorn/", "h11/", "httptools/")),
     Rule(INHERIT, "asyncio/coroutines.py"),  # iscoroutinefunction & co: introspection, not the loop
     Rule("event_loop", "asyncio/"),
     Rule("event_loop", "uvloop/"),
+    Rule("event_loop", "twisted/internet/"),  # the reactor: asyncioreactor, transports, Deferreds
+    # gevent's stand-ins for threading's primitives (monkey-patched in) bill their caller, as
+    # threading's own do; the rest of gevent is its loop: the hub, greenlet switches, timeouts,
+    # cooperative sockets and select.
+    *(Rule(INHERIT, f) for f in ("gevent/thread.py", "gevent/threading.py", "gevent/_threading.py",
+                                  "gevent/local.py", "gevent/lock.py", "gevent/_semaphore.py")),
+    Rule("event_loop", "gevent/"),
+    Rule("event_loop", "greenlet/"),
 )
 
 _user_rules: list[Rule] = []

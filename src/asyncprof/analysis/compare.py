@@ -30,7 +30,9 @@ def _rank_key(report: dict[str, Any]) -> tuple[bool, float]:
 
 
 def _describe(report: dict[str, Any]) -> str:
-    return f"{report.get('run_id')} ({report.get('mode')}, {report.get('workers')} workers, {report.get('users')} users)"
+    load = report.get("load") or {}
+    offered = f"{load.get('offered_rps'):g} req/s offered" if load.get("model") == "open" else f"{report.get('users')} users"
+    return f"{report.get('run_id')} ({report.get('mode')}, {report.get('workers')} workers, {offered})"
 
 
 def gap_between(best: dict[str, Any], worst: dict[str, Any]) -> dict[str, Any] | None:

@@ -8,11 +8,20 @@ conclusions (a saturated load generator, errors above 1%) have ``share_of == "va
 ``share`` None, come first, and set ``valid`` False.  The rest are sorted by share.
 
 Every threshold is a named constant below with the reason for its value.
+
+Advice depends on the worker mode that ran (``FindingInputs.mode``, the manifest's
+``server.mode``): each server has its own parser, loop and concurrency (:data:`MODE_SERVER`,
+:func:`asyncprof.analysis.capacity.worker_concurrency`), so "install httptools" is said only where
+uvicorn would use it, "more threads" only where there are threads.  Breakdown categories this
+module does not know (a newer attribution) still get a finding when they are a large part of the
+latency (:func:`_new_categories`).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from asyncprof.analysis.capacity import worker_concurrency
 
 #: A cause must explain at least a tenth of the mean latency to be named: the seed trials'
 #: p50 spreads by about ±10% between identical runs (README), so smaller parts are noise.
@@ -43,6 +52,21 @@ HOPS_PER_REQUEST = 2.0
 #: How many hop sites and top functions a finding quotes.
 TOP = 5
 
+#: The HTTP server behind each worker mode (``asyncprof.modes``).
+MODE_SERVER: dict[str, str] = {
+    "sync": "gunicorn", "gthread": "gunicorn", "gevent": "gunicorn",
+    "async": "uvicorn", "uvicorn": "uvicorn", "hypercorn": "hypercorn", "daphne": "daphne",
+    "granian-asgi": "granian", "granian-wsgi": "granian",
+}  # fmt: skip
+#: Without a recorded mode, the server is told by the paths of the HTTP server's top functions.
+_PATH_SERVER = (("(hypercorn/", "hypercorn"), ("(daphne/", "daphne"), ("(twisted/", "daphne"),
+                ("(granian/", "granian"), ("(uvicorn", "uvicorn"), ("(gunicorn/", "gunicorn"))
+#: Breakdown categories the findings below know; any other one is reported by _new_categories.
+KNOWN_CATEGORIES = frozenset({
+    "cpu", "db_wait", "db_connect", "event_loop", "thread_hop", "gil_wait", "os_run_queue", "blocking",
+    "server_queue", "other", "upstream_wait",
+})  # fmt: skip
+
 
 @dataclass(frozen=True)
 class FindingInputs:
@@ -53,7 +77,9 @@ class FindingInputs:
     ``worker_requests`` requests.  ``cpu_shares``/``cpu_top``: the py-spy profile's shares and top
     functions by category.  ``loop_busy``: fraction of a core each loop thread used.
     ``http_parser``: what the workers reported (``httptools``, ``h11``, None for gunicorn sync).
-    ``locust_cores``: the load generator's CPU over the window in cores.
+    ``locust_cores``: the load generator's CPU over the window in cores.  ``mode``: the worker
+    mode that ran (the manifest's ``server.mode``); ``threads``: its ``server.threads``;
+    ``worker_connections``: what gevent workers reported; ``users``: the closed-loop users.
     """
 
     interface: str | None = None
@@ -75,6 +101,10 @@ class FindingInputs:
     error_rate: float | None = None
     locust_cores: float | None = None
     manifest_warnings: Sequence[str] = ()
+    mode: str | None = None
+    threads: int | None = None
+    worker_connections: int | None = None
+    users: int | None = None
 
     @property
     def latency_ms(self) -> float | None:
@@ -85,8 +115,9 @@ class FindingInputs:
         return total if total > 0 else None
 
     def latency_share(self, category: str) -> float | None:
+        """The category's share of the latency; None without a breakdown, 0 for a category it lacks."""
         lat = self.latency_ms
-        return self.attribution_ms[category] / lat if lat and self.attribution_ms else None
+        return self.attribution_ms.get(category, 0.0) / lat if lat and self.attribution_ms else None
 
     def cpu_share(self, category: str) -> float | None:
         return self.cpu_shares.get(category) if self.cpu_shares else None
@@ -94,6 +125,34 @@ class FindingInputs:
     def top_functions(self, category: str) -> list[str]:
         rows = (self.cpu_top or {}).get(category, ())
         return [str(r.get("function")) for r in rows[:TOP]]
+
+    @property
+    def server(self) -> str | None:
+        """The HTTP server that ran: ``gunicorn``, ``uvicorn``, ``hypercorn``, ``daphne``, ``granian``
+        or None (a mode :data:`MODE_SERVER` does not know).  Without a mode (older runs): from the
+        HTTP server's top functions, else gunicorn under WSGI and uvicorn under ASGI (the only
+        servers before there were modes)."""
+        if self.mode:
+            return MODE_SERVER.get(self.mode)
+        top = " ".join(self.top_functions("http_server"))
+        for marker, server in _PATH_SERVER:
+            if marker in top:
+                return server
+        return {"wsgi": "gunicorn", "asgi": "uvicorn"}.get(self.interface or "")
+
+    @property
+    def threaded(self) -> bool:
+        """Whether a worker runs requests on several threads of its own (gthread, granian-wsgi)."""
+        return self.mode in ("gthread", "granian-wsgi")
+
+    def slots(self) -> tuple[int | None, str]:
+        """(requests the server runs at once, or None if unbounded or unknown; how, in words)."""
+        if self.mode is None:
+            return None, "no mode recorded"
+        conc = worker_concurrency(self.mode, self.interface, self.threads, self.workers, self.worker_connections)
+        if conc.per_worker is None or not self.workers:
+            return None, conc.text
+        return self.workers * conc.per_worker, conc.text
 
 
 @dataclass(frozen=True)
@@ -132,6 +191,7 @@ def diagnose(inp: FindingInputs) -> Diagnosis:
     """Every finding whose threshold is met, ranked; validity from the load generator and errors."""
     validity = [f for f in (_load_generator(inp), _errors(inp)) if f is not None]
     causes = [f for check in _CAUSES if (f := check(inp)) is not None]
+    causes += _new_categories(inp)
     causes.sort(key=lambda f: -(f.share or 0.0))
     return Diagnosis(
         findings=validity + causes,
@@ -142,7 +202,35 @@ def diagnose(inp: FindingInputs) -> Diagnosis:
 
 
 def _ms(inp: FindingInputs, category: str) -> float:
-    return round(inp.attribution_ms[category], 3) if inp.attribution_ms else 0.0
+    return round(inp.attribution_ms.get(category, 0.0), 3) if inp.attribution_ms else 0.0
+
+
+def _join(parts: Iterable[str]) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def _workers_vs_cores(inp: FindingInputs) -> str:
+    """Advice on the worker count against the usable cores ("" when they are equal)."""
+    w, c = inp.workers, inp.cpus_usable
+    if w is None or c is None:
+        return "add workers up to the core count (--workers)"
+    if w < c:
+        return f"add workers up to the core count (--workers: {w} on {c} usable cores)"
+    if w > c:
+        return f"no more workers than usable cores ({w} on {c}): more processes only share the same cores"
+    return ""
+
+
+def _uvloop(inp: FindingInputs) -> str:
+    """How to run the mode's loop on uvloop, when it ran on asyncio's own loop; "" otherwise."""
+    if inp.loop != "asyncio":
+        return ""
+    return {
+        "uvicorn": "install uvloop (pip install 'asyncprof[uvicorn]'): uvicorn's --loop auto picks it",
+        "granian": "install uvloop (pip install 'asyncprof[uvicorn]'): granian's --loop auto picks it",
+        "hypercorn": "hypercorn runs on uvloop with --worker-class uvloop (pip install 'hypercorn[uvloop]'; "
+                     "asyncprof's hypercorn mode records the asyncio worker class)",
+    }.get(inp.server or "", "")
 
 
 def _of_latency(inp: FindingInputs, category: str) -> str:
@@ -165,7 +253,8 @@ def _load_generator(inp: FindingInputs) -> Finding | None:
                "partly measure Locust, not the server (share: not applicable)",
         share=None, share_of="validity",
         evidence={"kind": "load_generator", "locust_cores": inp.locust_cores, "warnings": warned},
-        try_="fewer users, or run Locust distributed (--processes) or on another machine",
+        try_="fewer users or a lower --rate, or more load processes (--load-processes N, or Locust workers "
+             "on other machines with --load-remote-workers)",
     )
 
 
@@ -188,23 +277,31 @@ def _event_loop(inp: FindingInputs) -> Finding | None:
     share = inp.latency_share("event_loop")
     if share is None or share < LATENCY_SHARE:
         return None
+    gevent = inp.mode == "gevent"
+    loop_name = "gevent hub" if gevent else "event loop"
     busy = f"; each loop thread was on a CPU {inp.loop_busy:.0%} of the time" if inp.loop_busy is not None else ""
     saturated = inp.loop_busy is None or inp.loop_busy >= LOOP_BUSY
     cpu = ""
     if inp.cpu_shares:
         cpu = (f"; of the workers' CPU, {inp.cpu_share('event_loop') or 0:.0%} is loop machinery and "
                f"{inp.cpu_share('http_server') or 0:.0%} the HTTP server")
+    if gevent:
+        first = ("cut the CPU each request spends between cooperative waits (see the CPU profile): a greenlet that "
+                 "computes without yielding holds up every other greenlet of its worker; move CPU-heavy work to a "
+                 "process")
+    else:
+        first = ("cut the CPU each request spends on the loop (see the CPU profile), move CPU-heavy work to a "
+                 "thread or process")
     return Finding(
         title="Event loop saturated" if saturated else "Requests wait for long event-loop steps",
-        detail=f"requests were ready to run but waited for their worker's busy event loop: "
+        detail=f"requests were ready to run but waited for their worker's busy {loop_name}: "
                f"{_of_latency(inp, 'event_loop')}{busy}{cpu}",
         share=share, share_of="latency",
         evidence={"event_loop_ms": _ms(inp, "event_loop"), "loop_busy": inp.loop_busy, "loop": inp.loop,
-                  "cpu_event_loop_share": inp.cpu_share("event_loop"),
+                  "mode": inp.mode, "cpu_event_loop_share": inp.cpu_share("event_loop"),
                   "cpu_http_server_share": inp.cpu_share("http_server"),
                   "top_functions": inp.top_functions("event_loop") + inp.top_functions("http_server")},
-        try_="cut the CPU each request spends on the loop (see the CPU profile), move CPU-heavy work to a "
-             "thread or process, or add workers up to the core count",
+        try_=_join((first, _workers_vs_cores(inp), _uvloop(inp))),
     )
 
 
@@ -238,7 +335,7 @@ def _thread_hops(inp: FindingInputs) -> Finding | None:
                   "top_functions": inp.top_functions("thread_pool")},
         try_="make the middleware async-capable (async_capable = True with an async __acall__) or drop "
              "sync-only middleware; avoid sync signal receivers and sync ORM calls in async views; "
-             "or serve sync views under WSGI",
+             "or serve sync views under WSGI (--mode sync, gthread or gevent)",
     )
 
 
@@ -249,6 +346,19 @@ def _db_connect(inp: FindingInputs) -> Finding | None:
     share = opening / inp.latency_ms if inp.latency_ms else 0.0
     if share < DB_CONNECT_SHARE:
         return None
+    if inp.interface == "asgi":
+        tip = ("keep connections open: a connection pool (asyncpg's, or Django 5.1's psycopg pool for the ORM) "
+               "instead of a connection per request (asyncprof's target: --connect persistent)")
+    elif inp.mode == "gevent":
+        tip = ("keep connections open: Django keeps one per greenlet with CONN_MAX_AGE, i.e. one per open client "
+               "connection under gevent, so bound them with a pool (PgBouncer, or Django 5.1's psycopg pool) "
+               "(asyncprof's target: --connect persistent)")
+    elif inp.interface == "wsgi":
+        tip = ("keep connections open: CONN_MAX_AGE keeps one per worker thread (asyncprof's target: "
+               "--connect persistent)")
+    else:
+        tip = ("keep connections open (CONN_MAX_AGE under WSGI, a connection pool such as Django 5.1's "
+               "psycopg pool or asyncpg's under ASGI)")
     return Finding(
         title="A new database connection per request",
         detail=f"opening database connections takes {opening:.1f} ms of the {inp.latency_ms or 0:.1f} ms mean "
@@ -256,8 +366,7 @@ def _db_connect(inp: FindingInputs) -> Finding | None:
         share=share, share_of="latency",
         evidence={"connect_ms": round(opening, 3), "connections": inp.connections,
                   "queries_per_request": inp.queries_per_request},
-        try_="keep connections open (CONN_MAX_AGE under WSGI, a connection pool such as Django 5.1's "
-             "psycopg pool or asyncpg's under ASGI)",
+        try_=tip,
     )
 
 
@@ -266,13 +375,14 @@ def _pool_wait(inp: FindingInputs) -> Finding | None:
     if inp.pool_wait_ms is None or not lat or inp.pool_wait_ms / lat < LATENCY_SHARE:
         return None
     share = inp.pool_wait_ms / lat
+    size = "a larger pool (--pool-size for asyncprof's asyncpg pool)" if inp.interface == "asgi" else "a larger pool"
     return Finding(
         title="Waiting for a free pooled connection",
         detail=f"requests waited {inp.pool_wait_ms:.1f} ms of the {lat:.1f} ms mean client latency for a pooled "
                f"connection ({share:.0%} of latency); connections: {inp.connections or 'not recorded'}",
         share=share, share_of="latency",
         evidence={"pool_wait_ms": inp.pool_wait_ms, "connections": inp.connections},
-        try_="a larger pool (--pool-size), fewer concurrent requests per worker, or shorter transactions",
+        try_=f"{size}, fewer concurrent requests per worker, or shorter transactions",
     )
 
 
@@ -281,29 +391,81 @@ def _http_server(inp: FindingInputs) -> Finding | None:
     if share is None or share < HTTP_SERVER_CPU_SHARE:
         return None
     top = inp.top_functions("http_server")
-    h11 = (inp.http_parser or "").lower().startswith("h11") or any("h11" in f for f in top)
-    pure = h11 or inp.interface == "wsgi"
-    if inp.interface == "asgi":
-        tip = ("install httptools and uvloop (uvicorn[standard]) so uvicorn parses HTTP in C and runs the loop in C"
-               if h11 or inp.loop != "uvloop" else "the parser is already httptools: look at the top functions")
-    else:
-        tip = "gunicorn's sync worker parses HTTP in Python; more workers (up to the cores) spread it"
+    server = inp.server
+    parser = (inp.http_parser or "").lower()
+    h11 = parser.startswith("h11") or any("(h11/" in f or "/h11_impl.py" in f for f in top)
+    pure, parser_name, tip = _parser_advice(inp, server, h11)
     return Finding(
         title="Pure-Python HTTP parsing" if pure else "HTTP server CPU",
         detail=f"the HTTP server's own code takes {share:.0%} of the workers' CPU (share of cpu); "
-               f"parser: {inp.http_parser or ('gunicorn' if inp.interface == 'wsgi' else 'unknown')}, "
-               f"loop: {inp.loop or 'n/a'}",
+               f"server: {server or 'unknown'}, parser: {inp.http_parser or parser_name}, loop: {inp.loop or 'n/a'}",
         share=share, share_of="cpu",
-        evidence={"cpu_http_server_share": share, "http_parser": inp.http_parser, "loop": inp.loop,
-                  "top_functions": top},
+        evidence={"cpu_http_server_share": share, "server": server, "mode": inp.mode, "http_parser": inp.http_parser,
+                  "loop": inp.loop, "top_functions": top},
         try_=tip,
     )
+
+
+def _parser_advice(inp: FindingInputs, server: str | None, h11: bool) -> tuple[bool, str, str]:
+    """(pure-Python parser?, the parser's name when the workers did not say, advice) for *server*."""
+    compare = "compare with --mode uvicorn with httptools (pip install 'asyncprof[uvicorn]') or --mode granian-asgi " \
+              "(HTTP parsed in Rust)"
+    if server == "uvicorn":
+        missing = {name: what for name, what, absent in (
+            ("httptools", "HTTP is parsed in C", h11), ("uvloop", "the loop runs in C", inp.loop == "asyncio"),
+        ) if absent}
+        if missing:
+            return h11, "unknown", (f"install {' and '.join(missing)} (pip install 'asyncprof[uvicorn]', what "
+                                    f"uvicorn[standard] adds): uvicorn's --http auto / --loop auto pick them, so "
+                                    f"{' and '.join(missing.values())}")
+        return False, "httptools", ("uvicorn already parses with httptools" + (" on uvloop" if inp.loop == "uvloop"
+                                                                               else "")
+                                    + ": look at the top functions (uvicorn's protocol code), or compare with "
+                                    "--mode granian-asgi (HTTP parsed in Rust)")
+    if server == "hypercorn":
+        return True, "h11", f"h11 is hypercorn's HTTP/1.1 parser (pure Python; hypercorn has no C parser): {compare}"
+    if server == "daphne":
+        return True, "twisted.web", ("daphne parses HTTP with Twisted's twisted.web (pure Python; no C parser): "
+                                     + compare)
+    if server == "granian":
+        return False, "granian (Rust)", ("granian parses HTTP in Rust: this is its Python side (the per-request "
+                                         "callback wrapper and task scheduling): see the top functions")
+    if server == "gunicorn":
+        kind = {"sync": "sync", "gthread": "gthread", "gevent": "gevent"}.get(inp.mode or "", "")
+        worker = f"gunicorn's {kind} workers parse" if kind else "gunicorn parses"
+        spread = ""
+        if inp.workers is not None and inp.cpus_usable is not None and inp.workers < inp.cpus_usable:
+            spread = f"more workers spread it (--workers: {inp.workers} on {inp.cpus_usable} usable cores)"
+        return True, "gunicorn (Python)", _join((
+            f"{worker} HTTP in Python unless the gunicorn-h1c C parser is installed (pip install "
+            "gunicorn-h1c; gunicorn 25+ picks it with --http-parser auto), or compare with --mode granian-wsgi "
+            "(HTTP parsed in Rust)",
+            spread,
+        ))
+    if inp.interface == "asgi" and h11:
+        return True, "h11", "h11 parses HTTP in pure Python: a server with a C or Rust parser (uvicorn with " \
+                            "httptools, granian) spends less"
+    return False, "unknown", "look at the top functions of the HTTP server"
 
 
 def _gil(inp: FindingInputs) -> Finding | None:
     share = inp.latency_share("gil_wait")
     if share is None or share < LATENCY_SHARE:
         return None
+    if inp.threaded:
+        threads = f"the {inp.threads} threads" if inp.threads else "the threads"
+        tip = (f"{threads} of each worker share one GIL: fewer --threads and more --workers (up to the usable "
+               "cores); or --mode gevent when requests mostly wait on I/O")
+    elif inp.interface == "asgi":
+        tip = ("fewer threads holding the GIL per process: fewer sync<->async hops (each puts a second thread on "
+               "the GIL), no CPU-heavy threads; more processes instead of threads")
+    elif inp.interface == "wsgi":
+        tip = ("a worker runs its requests on one thread here, so the other GIL holders are background threads "
+               "(the span exporter, the profiler): run with fewer instruments (--no-otel, --no-pyinstrument) "
+               "to compare")
+    else:
+        tip = ("fewer threads holding the GIL per process: fewer sync<->async hops, no CPU-heavy threads; "
+               "more processes instead of threads")
     return Finding(
         title="GIL contention",
         detail=f"running threads waited off-CPU, outside the database and known blocking calls (mostly for the "
@@ -311,9 +473,8 @@ def _gil(inp: FindingInputs) -> Finding | None:
                f"{_of_latency(inp, 'gil_wait')}",
         share=share, share_of="latency",
         evidence={"gil_wait_ms": _ms(inp, "gil_wait"), "hops_per_request": inp.hops_per_request,
-                  "interface": inp.interface},
-        try_="fewer threads holding the GIL per process: fewer sync<->async hops, no CPU-heavy threads; "
-             "more processes instead of threads",
+                  "interface": inp.interface, "mode": inp.mode, "threads": inp.threads},
+        try_=tip,
     )
 
 
@@ -323,16 +484,22 @@ def _run_queue(inp: FindingInputs) -> Finding | None:
         return None
     more = inp.workers is not None and inp.cpus_usable is not None and inp.workers > inp.cpus_usable
     machine = f"; the machine was {inp.machine_busy_share:.0%} busy" if inp.machine_busy_share is not None else ""
+    threads = f" × {inp.threads} threads" if inp.threaded and inp.threads else ""
+    if more:
+        tip = "at most one worker per usable core (--workers)"
+    else:
+        tip = "the load generator and database share the cores: run them elsewhere or use fewer workers"
+    if threads:
+        tip += "; threads of one worker share its GIL, so more threads add no CPU, only runnable threads"
     return Finding(
         title="More workers than cores" if more else "Workers wait for a CPU",
         detail=f"runnable worker threads waited in the OS run queue: {_of_latency(inp, 'os_run_queue')}; "
-               f"{inp.workers} workers on {inp.cpus_usable} usable cores{machine}",
+               f"{inp.workers} workers{threads} on {inp.cpus_usable} usable cores{machine}",
         share=share, share_of="latency",
-        evidence={"os_run_queue_ms": _ms(inp, "os_run_queue"), "workers": inp.workers,
+        evidence={"os_run_queue_ms": _ms(inp, "os_run_queue"), "workers": inp.workers, "threads": inp.threads,
                   "cpus_usable": inp.cpus_usable, "machine_busy_share": inp.machine_busy_share,
                   "locust_cores": inp.locust_cores},
-        try_=("at most one worker per usable core (--workers)" if more else
-              "the load generator and database share the cores: run them elsewhere or use fewer workers"),
+        try_=tip,
     )
 
 
@@ -354,13 +521,67 @@ def _server_queue(inp: FindingInputs) -> Finding | None:
     share = inp.latency_share("server_queue")
     if share is None or share < SERVER_QUEUE_SHARE:
         return None
+    slots, how = inp.slots()
+    waiting = ""
+    if slots is not None and inp.users:
+        waiting = f"; {inp.users} users for {slots} request slots ({inp.workers} workers, {how})"
+        if inp.users > slots:
+            waiting += f": about {inp.users - slots} wait for a free slot at any time"
     return Finding(
         title="Requests queue before a worker takes them",
         detail=f"between the client sending and a worker starting: {_of_latency(inp, 'server_queue')} "
-               "(accept backlog, connection setup, network)",
+               f"(accept backlog, connection setup, network){waiting}",
         share=share, share_of="latency",
-        evidence={"server_queue_ms": _ms(inp, "server_queue"), "workers": inp.workers},
-        try_="the workers are all busy: see the capacity line for what limits them",
+        evidence={"server_queue_ms": _ms(inp, "server_queue"), "workers": inp.workers, "request_slots": slots,
+                  "concurrency": how, "users": inp.users, "mode": inp.mode},
+        try_=_server_queue_advice(inp, slots),
+    )
+
+
+def _server_queue_advice(inp: FindingInputs, slots: int | None) -> str:
+    see = "see the capacity line for what limits them"
+    if inp.mode == "gevent":
+        return ("a gevent worker accepts up to worker_connections at once, so requests did not wait for a slot "
+                "but for a busy hub to accept and read them (see event_loop and the CPU profile): less CPU per "
+                "request, workers up to the usable cores")
+    if inp.interface == "asgi" and slots is None:
+        return ("ASGI workers accept every connection, so requests did not wait for a slot but for a busy loop to "
+                "accept and read them (see event_loop and the CPU profile): less CPU per request, workers up to "
+                "the usable cores")
+    if slots is not None and inp.users and inp.users <= slots:
+        return (f"the {slots} request slots outnumber the {inp.users} users, so requests did not wait for a free "
+                "worker but to be accepted and handed to one: a busy machine (see os_run_queue) or a busy accept "
+                f"path; {see}")
+    if inp.mode == "sync":
+        return (f"each sync worker serves one request at a time, so users beyond the workers wait for one: "
+                f"--mode gthread (--threads) or gevent serve several at once per worker, more --workers if CPU is "
+                f"left; {see}")
+    if inp.threaded:
+        return (f"every worker thread was busy: more --threads when requests mostly wait on I/O (one GIL per "
+                f"worker: CPU-bound work gains nothing), more --workers if CPU is left; {see}")
+    return f"the workers are all busy: {see}"
+
+
+def _upstream_wait(inp: FindingInputs) -> Finding | None:
+    share = inp.latency_share("upstream_wait")
+    if share is None or share < LATENCY_SHARE:
+        return None
+    if inp.interface == "asgi":
+        tip = ("an async HTTP client (httpx.AsyncClient, aiohttp) shared per worker so connections are reused, "
+               "timeouts on every call, independent calls concurrently (asyncio.gather), cached responses")
+    else:
+        slots, how = inp.slots()
+        held = f" ({how})" if slots is not None else ""
+        tip = ("reuse connections (one requests.Session / httpx.Client per thread), timeouts on every call, cached "
+               f"responses; the request holds its worker slot for the whole wait{held}")
+        if inp.mode == "sync":
+            tip += ", so --mode gthread or gevent overlap the waits"
+    return Finding(
+        title="Waiting for other HTTP services",
+        detail=f"requests waited for responses from other HTTP services: {_of_latency(inp, 'upstream_wait')}",
+        share=share, share_of="latency",
+        evidence={"upstream_wait_ms": _ms(inp, "upstream_wait"), "mode": inp.mode},
+        try_=tip,
     )
 
 
@@ -373,9 +594,30 @@ def _unexplained(inp: FindingInputs) -> Finding | None:
         detail=f"server time outside every measured category: {_of_latency(inp, 'other')}",
         share=abs(share), share_of="latency",
         evidence={"other_ms": _ms(inp, "other")},
-        try_="look for blocking I/O the hooks do not know (files, other network clients) in the pyinstrument profiles",
+        try_="look for blocking I/O the hooks do not know (files, network clients they do not wrap) in the "
+             "pyinstrument profiles",
     )
 
 
-_CAUSES = (_event_loop, _thread_hops, _db_connect, _pool_wait, _http_server, _gil, _run_queue, _blocking,
-           _server_queue, _unexplained)
+def _new_categories(inp: FindingInputs) -> list[Finding]:
+    """A finding for each breakdown category not in :data:`KNOWN_CATEGORIES` above the latency threshold."""
+    out = []
+    for category in (inp.attribution_ms or {}):
+        share = inp.latency_share(category)
+        if category in KNOWN_CATEGORIES or share is None or share < LATENCY_SHARE:
+            continue
+        out.append(Finding(
+            title=f"Time in {category}",
+            detail=f"requests spent {_of_latency(inp, category)} in {category}",
+            share=share, share_of="latency",
+            evidence={f"{category}_ms": _ms(inp, category)},
+            try_=f"see what {category} measures in asyncprof.analysis.attribution; these findings have no "
+                 "specific advice for it yet",
+        ))
+    return out
+
+
+_CAUSES: tuple[Callable[[FindingInputs], Finding | None], ...] = (
+    _event_loop, _thread_hops, _db_connect, _pool_wait, _http_server, _gil, _run_queue, _blocking, _server_queue,
+    _upstream_wait, _unexplained,
+)

@@ -188,6 +188,10 @@ def _finding_inputs(run: Run, report: Mapping[str, Any], workers: WorkerSummarie
         locust_cores=round(locust / seconds, 4) if locust is not None and seconds else None,
         manifest_warnings=[w for w in manifest.get("warnings", []) if isinstance(w, str)]
         if isinstance(manifest.get("warnings"), list) else [],
+        mode=_mode(manifest),
+        threads=_int(_dict(manifest.get("server")).get("threads")),
+        worker_connections=_worker_connections(run),
+        users=_closed_loop_users(report),
     )
 
 
@@ -201,7 +205,7 @@ def _capacity_inputs(run: Run, report: Mapping[str, Any], workers: WorkerSummari
     return CapacityInputs(
         interface=_interface(manifest, workers),
         workers=_int(report.get("workers")),
-        users=_int(report.get("users")),
+        users=_closed_loop_users(report),
         cpus_usable=_cpus(manifest),
         requests=int(report.get("requests") or 0),
         measured_rps=report.get("throughput_rps"),
@@ -215,12 +219,37 @@ def _capacity_inputs(run: Run, report: Mapping[str, Any], workers: WorkerSummari
         worker_requests=workers.requests,
         latency_mean_ms=sum(report["attribution_ms"].values()) if report.get("attribution_ms") else None,
         load_generator_saturated=diagnosis.load_generator_saturated,
+        mode=_mode(manifest),
+        threads=_int(_dict(manifest.get("server")).get("threads")),
+        worker_connections=_worker_connections(run),
     )
 
 
 def _interface(manifest: Mapping[str, Any], workers: WorkerSummaries) -> str | None:
     value = _dict(manifest.get("server")).get("interface")
     return value if isinstance(value, str) else workers.interface
+
+
+def _closed_loop_users(report: Mapping[str, Any]) -> int | None:
+    """The users of a closed-loop run; None in open loop, where ``users`` is a connection cap."""
+    if _dict(report.get("load")).get("model") == "open":
+        return None
+    return _int(report.get("users"))
+
+
+def _mode(manifest: Mapping[str, Any]) -> str | None:
+    """The worker mode that ran (``server.mode``; ``config.mode`` in older manifests)."""
+    for block in ("server", "config"):
+        value = _dict(manifest.get(block)).get("mode")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _worker_connections(run: Run) -> int | None:
+    """What gevent workers reported as gunicorn's worker_connections (None for other modes)."""
+    values = [w.get("worker_connections") for w in run.worker_infos()]
+    return next((v for v in values if _int(v)), None)
 
 
 def _cpus(manifest: Mapping[str, Any]) -> int | None:

@@ -28,8 +28,8 @@ def start_upstream(group: ProcessGroup, run: Run, *, host: str = "127.0.0.1", de
     """
     port = free_port(host)
     log_path = run.logs_dir / "upstream.log"
-    pinned = {"cpus": cpus} if cpus else {}  # pinned with the load generator when --pin is given
-    proc = group.start("upstream", upstream_command(host, port, delay_ms), log_path=log_path, **pinned)
+    # With --pin it runs on the load generator's CPUs: it stands for a service on another machine.
+    proc = group.start("upstream", upstream_command(host, port, delay_ms), log_path=log_path, cpus=cpus)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if not proc.running():
