@@ -180,7 +180,7 @@ def render_doc(data: dict[str, Any], svg_name: str, data_name: str) -> str:
     if data.get("variations"):
         lines += [f"## 3. The thread's suggestions ({s['explain_users']} users)", ""]
         lines += _table(data["variations"], extra=True)
-        lines.append("")
+        lines += ["", _ranking(data["variations"]), ""]
     if data.get("fanout"):
         lines += [
             f"## 4. A view that waits on another service (fanout: 3 calls × {s['upstream_delay_ms']:g} ms, "
@@ -191,7 +191,7 @@ def render_doc(data: dict[str, Any], svg_name: str, data_name: str) -> str:
             "",
         ]
         lines += _table(data["fanout"])
-        lines.append("")
+        lines += ["", _ranking(data["fanout"]), ""]
     if data.get("open_loop"):
         ol = data["open_loop"]
         lines += [
@@ -204,6 +204,7 @@ def render_doc(data: dict[str, Any], svg_name: str, data_name: str) -> str:
         ]
         lines += _table(ol["results"])
         lines.append("")
+        lines += _disagreements(ol["results"])
     lines += _answer(data, best)
     lines += [
         "## Reproduce",
@@ -218,6 +219,35 @@ def render_doc(data: dict[str, Any], svg_name: str, data_name: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _ranking(rows: dict[str, Any]) -> str:
+    """Which configuration served most and which used the least worker CPU per request, in words."""
+    served = [(label, _median(r, "throughput_rps")) for label, r in rows.items() if _median(r, "throughput_rps")]
+    frugal = [(label, _median(r, "worker_cpu_ms_per_request")) for label, r in rows.items()
+              if _median(r, "worker_cpu_ms_per_request")]
+    if not served:
+        return ""
+    best, rps = max(served, key=lambda lr: lr[1])
+    worst, low = min(served, key=lambda lr: lr[1])
+    text = f"Most served: {best} ({rps:.0f} req/s, {rps / low:.1f}× the least, {worst})."
+    if frugal:
+        cheap, ms = min(frugal, key=lambda lm: lm[1])
+        text += f" Least worker CPU per request: {cheap} ({ms:.2f} ms)."
+    return text
+
+
+def _disagreements(rows: dict[str, Any]) -> list[str]:
+    """Configurations whose trials disagree tenfold on p50: near capacity, the median alone misleads."""
+    out = []
+    for label, r in rows.items():
+        p50 = r.get("p50_ms") or {}
+        if p50.get("min") and p50["max"] > 10 * p50["min"]:
+            out.append(f"{label}'s trials disagree: p50 from {p50['min']:.1f} to {p50['max']:.1f} ms at the same "
+                       "offered rate. In some trials it kept up; in others a backlog formed and never cleared, so "
+                       "at this rate it runs at the edge of its capacity (the closed-loop best above overstates "
+                       "what it sustains with latency to spare).")
+    return [*out, ""] if out else []
 
 
 def _answer(data: dict[str, Any], best: dict[str, float]) -> list[str]:
