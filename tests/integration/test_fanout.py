@@ -70,11 +70,12 @@ def test_fanout_calls_the_upstream_and_attributes_the_wait(mode: str, tmp_path: 
     detail = {"p50": p50, "latency": latency, **a}
     if mode == "sync":  # one call after another
         assert p50 >= CALLS * DELAY_MS - 1, detail
-        expected = CALLS * DELAY_MS
-    else:  # all at once
-        assert DELAY_MS <= p50 <= 45, detail
-        expected = DELAY_MS
-    assert abs(a["upstream_wait"] - expected) <= 0.15 * expected, detail
+        assert abs(a["upstream_wait"] - CALLS * DELAY_MS) <= 0.15 * CALLS * DELAY_MS, detail
+    else:  # all at once: well under the sequential sum, whatever the machine's noise adds
+        assert DELAY_MS <= p50 < CALLS * DELAY_MS, detail
+        # the union of the three overlapping waits: one delay (plus the upstream's own queueing on a busy
+        # machine), never the sum of the three
+        assert DELAY_MS * 0.9 <= a["upstream_wait"] <= DELAY_MS * 1.5, detail
     # the categories add up to the latency, and the wait is explained, not left in other
     assert abs(sum(a.values()) - latency) <= 0.05 * latency, detail
     assert abs(a["other"]) <= 0.05 * latency, detail
