@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--pyspy-blocking", dest="pyspy_nonblocking", action="store_false",
                      help="let py-spy pause the workers for each sample (more exact stacks, much costlier)")
     rec.add_argument("--no-otel", dest="otel", action="store_false", help="no OpenTelemetry spans")
+    rec.add_argument("--otlp", metavar="URL",
+                     help="also export spans live over OTLP/HTTP to URL (e.g. Jaeger's http://127.0.0.1:4318); "
+                          "default: the standard OTEL_EXPORTER_OTLP_* variables, if set")
+    rec.add_argument("--sample-traces", type=float, default=1.0, metavar="R",
+                     help="trace a fraction R of the requests (0 < R <= 1, by trace id; default 1: all)")
     rec.add_argument("--no-pyinstrument", dest="pyinstrument", action="store_false", help="no pyinstrument profiles")
     rec.add_argument("--no-accounting", dest="accounting", action="store_false",
                      help="no per-request time accounting in the workers (the report then has no breakdown)")
@@ -78,11 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", nargs="?", help="run directory or run id (default: the latest)")
     rep.add_argument("--json", action="store_true", help="machine-readable JSON")
     rep.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+    _add_html_arguments(rep)
 
     cmp = sub.add_parser("compare", help="runs side by side, and the gap between the best and worst explained")
     cmp.add_argument("runs", nargs="+", help="two or more run directories or run ids")
     cmp.add_argument("--json", action="store_true", help="machine-readable JSON: {runs: [...], gap: {...}}")
     cmp.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+    _add_html_arguments(cmp)
 
     swp = sub.add_parser("sweep", help="throughput and p99 against load for several modes, interleaved trials")
     swp.add_argument("--modes", default="sync,async", help="comma-separated worker modes (default sync,async)")
@@ -106,6 +113,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_arguments(swp)
     swp.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
+    fg = sub.add_parser("flamegraph", help="interactive SVG flamegraph of a run's py-spy samples (or a diff of two)")
+    fg.add_argument("run", nargs="?", help="run directory or run id (default: the latest)")
+    fg.add_argument("-o", "--output", type=Path, metavar="FILE",
+                    help="where to write (default: flamegraph*.svg / .speedscope.json / .collapsed.txt in the run)")
+    fg.add_argument("--format", choices=("svg", "speedscope", "collapsed"), default="svg",
+                    help="svg (default), speedscope JSON, or Brendan Gregg's collapsed stacks")
+    fg.add_argument("--wall", action="store_true", help="include waiting stacks (coloured apart); default on-CPU only")
+    fg.add_argument("--pid", action="append", metavar="PID", help="only these workers (repeat or comma-separate)")
+    fg.add_argument("--category", help="only the samples the report bills to this category (e.g. thread_pool)")
+    fg.add_argument("--diff", metavar="OTHER_RUN",
+                    help="differential flamegraph in CPU ms per request: red where RUN spends more, blue where less")
+    fg.add_argument("--open", action="store_true", help="open the result (browser; npx speedscope for speedscope)")
+    fg.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+
+    exp = sub.add_parser("export", help="a run's traces as Jaeger JSON or OTLP JSON lines (or to an OTLP endpoint)")
+    exp.add_argument("format", choices=("jaeger", "otlp"),
+                     help="jaeger: Jaeger's JSON trace format (Jaeger UI: Upload JSON); otlp: OTLP/JSON lines")
+    exp.add_argument("run", nargs="?", help="run directory or run id (default: the latest)")
+    exp.add_argument("-o", "--output", type=Path, metavar="FILE", help="where to write ('-': standard output)")
+    exp.add_argument("--endpoint", metavar="URL",
+                     help="otlp only: send the spans to this OTLP/HTTP endpoint instead (e.g. http://127.0.0.1:4318)")
+    exp.add_argument("--sample-traces", type=float, default=1.0, metavar="R",
+                     help="keep a fraction R of the traces, by trace id (0 < R <= 1; default 1)")
+    exp.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+
+    _add_attach_parser(sub)
+
     runs = sub.add_parser("runs", help="list recorded runs")
     runs.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
 
@@ -115,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--db", default=os.environ.get("DATABASE_URL"), help="postgresql:// URL (default $DATABASE_URL)")
     seed.add_argument("--rows", type=int, default=10_000, help="rows in the item table (default 10000)")
     return parser
+
+
+def _add_html_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--html FILE`` and ``--sweep FILE``, shared by report and compare."""
+    parser.add_argument("--html", type=Path, metavar="FILE",
+                        help="write a self-contained HTML report (charts, findings, flamegraphs; works offline) "
+                             "to FILE instead of printing the table")
+    parser.add_argument("--sweep", type=Path, metavar="FILE",
+                        help="with --html: also draw this sweep's curves (a traces/sweep-*.json from asyncprof sweep)")
 
 
 def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +219,7 @@ def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
         accounting=args.accounting,
         profile_every=args.profile_every, out=args.out or default_parent(), calibrate=args.calibrate,
         upstream_delay_ms=args.upstream_delay_ms,
+        otlp=args.otlp, sample_traces=args.sample_traces,
     )
     try:
         run = record(config, console=err)
@@ -194,11 +238,14 @@ def _report(args: argparse.Namespace, out: Console, err: Console) -> int:
     from asyncprof.analysis.report import build_report
     from asyncprof.renderers import render_report
 
+    sweep = _html_sweep(args)
     run = resolve_run(args.run, args.out or default_parent())
     report = build_report(run)
+    if args.html:
+        _write_html(args, [run], [report], None, sweep, err)
     if args.json:
         sys.stdout.write(render_report("json", report) + "\n")
-    else:
+    elif not args.html:
         from asyncprof.renderers.terminal import report_table
 
         out.print(report_table(report))
@@ -212,15 +259,40 @@ def _compare(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     if len(args.runs) < 2:
         raise UsageError("compare needs at least two runs", "name two or more run directories or run ids")
+    sweep = _html_sweep(args)
     parent = args.out or default_parent()
-    comparison = compare_reports([build_report(resolve_run(name, parent)) for name in args.runs])
+    runs = [resolve_run(name, parent) for name in args.runs]
+    comparison = compare_reports([build_report(run) for run in runs])
+    if args.html:
+        _write_html(args, runs, comparison["runs"], comparison["gap"], sweep, err)
     if args.json:
         sys.stdout.write(render_report("json", comparison) + "\n")
-    else:
+    elif not args.html:
         from asyncprof.renderers.compare_terminal import compare_table
 
         out.print(compare_table(comparison))
     return 0
+
+
+def _html_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``--sweep`` file, read before any report is built (UsageError without ``--html``)."""
+    if args.sweep is None:
+        return None
+    if args.html is None:
+        raise UsageError("--sweep draws its curves in the HTML report only", "add --html FILE")
+    from asyncprof.renderers.html import read_sweep
+
+    return read_sweep(args.sweep)
+
+
+def _write_html(args: argparse.Namespace, runs: list[Any], reports: list[dict[str, Any]],
+                gap: dict[str, Any] | None, sweep: dict[str, Any] | None, err: Console) -> None:
+    """The HTML report of *runs* (with the ``--sweep`` curves) written to ``--html``."""
+    from asyncprof.renderers.html import html_report, write_html
+
+    write_html(args.html, html_report(runs, reports, gap=gap, sweep=sweep,
+                                      sweep_source=str(args.sweep) if sweep is not None else None))
+    err.print(f"HTML report written to {escape(str(args.html))}", highlight=False, soft_wrap=True)
 
 
 def _number_list(flag: str, text: str, kind: type[int] | type[float]) -> list[Any]:
@@ -260,6 +332,33 @@ def _sweep(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
+def _flamegraph(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from asyncprof.analysis.flame import build_flame, diff_flame
+    from asyncprof.renderers.flamegraph import open_flame, output_name, write_flame
+
+    pids = [p.strip() for text in args.pid or () for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() for p in pids):
+        raise UsageError(f"--pid takes process ids, not {','.join(args.pid)!r}", "e.g. --pid 1234 --pid 1235")
+    if args.diff and args.format != "svg":
+        raise UsageError(f"--diff draws an SVG, not --format {args.format}", "drop --format or --diff")
+    if args.diff and pids:
+        raise UsageError("--pid cannot be used with --diff (the two runs have different workers)",
+                         "compare the whole runs, or one category with --category")
+    parent = args.out or default_parent()
+    run = resolve_run(args.run, parent)
+    flame = build_flame(run, wall=args.wall, pids=[int(p) for p in pids], category=args.category)
+    if args.diff:
+        flame = diff_flame(flame, build_flame(resolve_run(args.diff, parent), wall=args.wall, category=args.category))
+    path = args.output or run.path / output_name(flame, args.format)
+    write_flame(flame, args.format, path)
+    for note in flame.notes:
+        err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+    sys.stdout.write(f"{path}\n")
+    if args.open:
+        err.print(escape(open_flame(path, args.format)), highlight=False, soft_wrap=True)
+    return 0
+
+
 def _runs(args: argparse.Namespace, out: Console, err: Console) -> int:
     parent = args.out or default_parent()
     table = Table(title=f"runs under {parent}", title_justify="left")
@@ -268,7 +367,7 @@ def _runs(args: argparse.Namespace, out: Console, err: Console) -> int:
     n = 0
     for run in iter_runs(parent):
         c = run.manifest.get("config", {})
-        table.add_row(run.run_id, str(c.get("mode")), str(c.get("scenario")), str(run.manifest.get("status")),
+        table.add_row(run.run_id, str(c.get("mode") or run.manifest.get("kind")), str(c.get("scenario")), str(run.manifest.get("status")),
                       str(c.get("users")), str(c.get("workers")), f"{c.get('duration')}")
         n += 1
     if n == 0:
@@ -310,3 +409,61 @@ def _seed(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 COMMANDS = {"record": _record, "report": _report, "compare": _compare, "sweep": _sweep, "runs": _runs, "modes": _modes, "seed": _seed}
+COMMANDS["flamegraph"] = _flamegraph
+
+
+def _export(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from asyncprof.exporters.run_export import export_run
+
+    run = resolve_run(args.run, args.out or default_parent())
+    summary = export_run(run, args.format, output=args.output, endpoint=args.endpoint, rate=args.sample_traces)
+    for line in summary.warnings:
+        err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    for line in summary.lines:
+        err.print(escape(line), highlight=False, soft_wrap=True)
+    return 0
+
+
+COMMANDS["export"] = _export
+
+
+def _add_attach_parser(sub: Any) -> None:
+    """``asyncprof attach``: profile a running server asyncprof did not start (see asyncprof.attacher)."""
+    att = sub.add_parser("attach", help="profile a running gunicorn/uvicorn/granian server asyncprof did not start")
+    att.add_argument("--pid", type=int, required=True, help="the server's master process id (its workers are found)")
+    att.add_argument("--url", help="where the server answers, e.g. http://127.0.0.1:8000 (needed unless --no-load)")
+    att.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
+    att.add_argument("--warmup", type=float, default=5.0,
+                     help="seconds of load before the window opens (default 5)")
+    att.add_argument("--users", type=int, default=None,
+                     help="closed-loop Locust users (default 10); with --rate, the most connections (default 50)")
+    att.add_argument("--rate", type=float, default=None, help="open loop: requests per second in total")
+    att.add_argument("--no-load", dest="load", action="store_false",
+                     help="send no request: observe the server's own traffic (no client latency then)")
+    att.add_argument("--path", action="append", default=[], metavar="URL_PATH",
+                     help="a page to load, repeatable, optionally weighted: --path /items/:3 (default /)")
+    att.add_argument("--pyspy-rate", type=int, default=DEFAULT_PYSPY_RATE, help="py-spy samples per second")
+    att.add_argument("--out", type=Path, default=None, help="parent directory of runs (default ./traces)")
+
+
+def _attach(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from asyncprof.analysis.report import build_report
+    from asyncprof.attacher import AttachConfig, attach
+    from asyncprof.renderers.terminal import report_table
+
+    config = AttachConfig(pid=args.pid, url=args.url, duration=args.duration, warmup=args.warmup, users=args.users,
+                          rate=args.rate, load=args.load, paths=list(args.path), pyspy_rate=args.pyspy_rate,
+                          out=args.out or default_parent())
+    try:
+        run = attach(config, console=err)
+    except Interrupted as exc:
+        if exc.run_path is not None:
+            out.print(report_table(build_report(resolve_run(str(exc.run_path)))))
+            out.print(f"run directory: {exc.run_path}", highlight=False, soft_wrap=True)
+        raise
+    out.print(report_table(build_report(run)))
+    out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
+    return 0
+
+
+COMMANDS["attach"] = _attach

@@ -50,6 +50,8 @@ class RecordConfig:
     out: Path = field(default_factory=lambda: Path("traces"))
     calibrate: str | None = None  # the calibrate scenario's cost; canonical after validate()
     upstream_delay_ms: float = 20.0  # the upstream service's delay per call, for scenarios that need it (fanout)
+    otlp: str | None = None  # --otlp URL: live OTLP/HTTP export (else the OTEL_EXPORTER_OTLP_* variables, if set)
+    sample_traces: float = 1.0  # fraction of requests traced, by trace id (the traceparent's sampled flag)
 
     def validate(self) -> "RecordConfig":
         """Check every knob, fill in defaults (the view; ``calibrate`` in canonical form), return self.
@@ -80,6 +82,16 @@ class RecordConfig:
         _check_range("--pyspy-rate", self.pyspy_rate, 1, 1000)
         _check_range("--profile-every", self.profile_every, 1, 10_000_000)
         _check_range("--upstream-delay-ms", self.upstream_delay_ms, 0, 10_000)
+        if not 0 < self.sample_traces <= 1:
+            raise UsageError(f"--sample-traces must be above 0 and at most 1, not {self.sample_traces:g}",
+                             "e.g. --sample-traces 0.1 traces one request in ten")
+        if self.otlp is not None:
+            from asyncprof.exporters.otlp_env import check_url
+
+            check_url(self.otlp)
+            if not self.otel:
+                raise UsageError("--otlp exports OpenTelemetry spans, and --no-otel switches them off",
+                                 "drop one of the two")
         if self.spawn_rate is not None:
             _check_range("--spawn-rate", self.spawn_rate, 0.01, 100_000)
         if self.rate is not None:
@@ -133,6 +145,10 @@ class RecordConfig:
         data = asdict(self)
         data["out"] = str(self.out)
         data["db"] = "embedded" if self.db == "embedded" else "url"
+        if self.otlp is not None:
+            from asyncprof.database import redact
+
+            data["otlp"] = redact(self.otlp)
         data["spawn_rate"] = self.effective_spawn_rate
         calibration = self.calibration
         data["calibrate"] = asdict(calibration) if calibration is not None else None

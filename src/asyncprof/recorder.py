@@ -7,7 +7,6 @@ the manifest is written with status complete, failed or interrupted.
 """
 
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -118,6 +117,7 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
     config.validate()
     mode = get_mode(config.mode)
     mode.check_installed()
+    otlp = _otlp_target(config)  # before anything starts: a protocol that cannot be served is a usage error
     endpoints = get_scenario(config.scenario).endpoints_for(config.view or mode.default_view)
     if config.port is not None:
         check_port_free(config.host, config.port)
@@ -128,7 +128,8 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
         "pyspy": {"enabled": config.pyspy, "rate_hz": config.pyspy_rate,
                   "flags": [*SAMPLING_FLAGS]
                   + (["--nonblocking"] if config.pyspy_nonblocking else [])},
-        "otel": {"enabled": config.otel, "otlp_endpoint": _otlp_endpoint_set()},
+        "otel": {"enabled": config.otel, "otlp_endpoint": otlp is not None,
+                 "otlp": otlp.describe() if otlp is not None else None, "sample_traces": config.sample_traces},
         "pyinstrument": {"enabled": config.pyinstrument, "every": config.profile_every},
         "accounting": {"enabled": config.accounting},
     }
@@ -154,11 +155,19 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
         warnings=[],
     )
     console.print(f"recording [bold]{run.run_id}[/] → {run.path}")
+    if otlp is not None:
+        from asyncprof.exporters.otlp_env import target_warnings
+
+        for warning in target_warnings(otlp):
+            run.manifest["warnings"].append(warning)
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     status, error = "failed", None
     with interruptible():
         try:
             _record_into(run, config, mode.name, port, endpoints, instruments, console)
             status = "complete"
+            if otlp is not None:
+                _export_client_spans(run, otlp, instruments, console)
         except Interrupted as exc:
             status, error = "interrupted", str(exc)
             exc.run_path = run.path
@@ -198,6 +207,7 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
                 rows=config.rows, otel=config.otel, profile_every=config.profile_every if config.pyinstrument else 0,
                 calibrate=config.calibrate, accounting=config.accounting, upstream_url=upstream_url,
             )
+            _trace_environment(env, config)
             spec = ServerSpec(host=config.host, port=port, workers=config.workers, threads=config.threads)
             with console.status(f"starting {config.workers} {mode.name} workers on {config.host}:{port}…"):
                 server = start_server(group, run, mode, spec, env, cpus=pinning["target"] if pinning else None)
@@ -210,7 +220,7 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
                             run_time=config.warmup + config.duration + TAIL_SECONDS, rate=config.rate,
                             processes=config.load_processes, cpus=pinning["load"] if pinning else None,
                             remote_workers=config.load_remote_workers, master_bind=config.load_master_bind,
-                            master_port=config.load_master_port)
+                            master_port=config.load_master_port, sample_traces=config.sample_traces)
             load = start_locust(group, run, url=f"http://{host}:{port}", plan=plan, env=env_without_secrets(env))
             if config.load_remote_workers and load.master_port is not None:
                 console.print(f"waiting for {config.load_remote_workers} remote Locust workers; on each machine run:\n"
@@ -362,6 +372,48 @@ def _postmaster_pid(data_dir: str | None) -> int | None:
         return None
 
 
-def _otlp_endpoint_set() -> bool:
-    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+def _otlp_target(config: RecordConfig) -> Any:
+    """Where the spans go live: ``--otlp``, else the standard variables; None without OTel or either."""
+    from asyncprof.exporters.otlp_env import check_target, option_target, otlp_target
 
+    if not config.otel:
+        return None
+    target = option_target(config.otlp) if config.otlp is not None else otlp_target()
+    if target is not None:
+        check_target(target)
+    return target
+
+
+def _trace_environment(env: dict[str, str], config: RecordConfig) -> None:
+    """The workers' tracing variables: ``--otlp`` (over any OTEL_EXPORTER_OTLP_* set), and for
+    ``--sample-traces`` a parent-based sampler, so the workers follow the generator's sampled flag."""
+    if config.otlp is not None and config.otel:
+        from asyncprof.exporters.otlp_env import apply_option, option_target
+
+        apply_option(env, option_target(config.otlp))
+    if config.sample_traces < 1:
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
+
+
+def _export_client_spans(run: Run, target: Any, instruments: dict[str, dict[str, Any]], console: Console) -> None:
+    """Send the load generator's client spans (made from requests.tsv) to the live OTLP endpoint.
+
+    The workers sent their spans during the run; the generator runs no tracing SDK, so its spans go
+    once it is done.  A failure is a warning: the run itself is complete.
+    """
+    from asyncprof.analysis.traces import TraceSource
+    from asyncprof.exporters.otlp_env import make_exporter
+    from asyncprof.exporters.push import push
+
+    try:
+        with console.status(f"sending the client spans to {target.describe()}…"):
+            result = push(TraceSource(run).client_batches(), make_exporter(target), target.describe(),
+                          url=target.endpoint)
+    except AsyncprofError as exc:
+        warning = f"the load generator's client spans were not exported: {exc}"
+        run.manifest.setdefault("warnings", []).append(warning)
+        instruments["otel"]["client_spans_exported"] = 0
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        return
+    instruments["otel"]["client_spans_exported"] = result.spans
+    console.print(f"sent {result.spans} client spans to {target.describe()}", highlight=False, soft_wrap=True)

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 class _Receiver(BaseHTTPRequestHandler):
     trace_ids: set[str] = set()
     spans = 0
+    client_spans = 0  # the load generator's, sent by asyncprof after the run
     lock = threading.Lock()
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -26,8 +27,13 @@ class _Receiver(BaseHTTPRequestHandler):
         request.ParseFromString(body)
         with self.lock:
             for rs in request.resource_spans:
+                loadgen = any(a.key == "service.name" and a.value.string_value == "asyncprof-loadgen"
+                              for a in rs.resource.attributes)
                 for ss in rs.scope_spans:
                     for span in ss.spans:
+                        if loadgen:
+                            type(self).client_spans += 1
+                            continue
                         type(self).spans += 1
                         type(self).trace_ids.add(span.trace_id.hex())
         self.send_response(200)
@@ -51,6 +57,8 @@ def test_spans_reach_an_otlp_http_endpoint(traces: Path) -> None:
         server.shutdown()
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = report_json(only_run(traces))
-    # Everything written to the run directory also went over the wire.
+    # Everything written to the run directory also went over the wire, and a client span per request.
     assert _Receiver.spans == report["instruments"]["otel"]["spans"] > 0
+    logged = sum(1 for line in (only_run(traces) / "requests.tsv").read_text().splitlines()[1:] if line.split("\t")[5])
+    assert _Receiver.client_spans == logged
     assert len(_Receiver.trace_ids) >= report["requests"]

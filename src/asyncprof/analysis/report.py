@@ -17,6 +17,7 @@ and a warning says what is missing.
 from collections.abc import Mapping
 from typing import Any
 
+from asyncprof.analysis.attached import apply_run_kind
 from asyncprof.analysis.attribution import Attribution, attribute
 from asyncprof.analysis.capacity import CapacityInputs, assess_capacity
 from asyncprof.analysis.cpu_profile import CpuProfile, cpu_profile
@@ -36,6 +37,7 @@ def build_report(run: Run) -> dict[str, Any]:
     """The report dict: everything :func:`summarize` gives, plus the keys listed in the README."""
     full_log = read_request_log(run.requests_path)
     report = summarize(run, full_log)
+    apply_run_kind(run.manifest, report)  # attach runs: what is missing, before the findings read the report
     warnings: list[str] = report["warnings"]
     manifest = run.manifest
     if manifest.get("status") in ("interrupted", "failed"):

@@ -1,7 +1,9 @@
 """Read the client-side request log into columns, and cut out the measured window."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 
 @dataclass
@@ -9,7 +11,9 @@ class RequestLog:
     """Columns of ``requests.tsv``; ``skipped`` counts lines that could not be parsed.
 
     ``lag_ms`` is the open-loop schedule lag (how long after its scheduled ``start`` the request
-    was really sent; its ``latency_ms`` already includes it), None in closed loop.
+    was really sent; its ``latency_ms`` already includes it), None in closed loop.  ``span_id`` is
+    the client span's id ('' in logs from before that column), ``sampled`` whether the request's
+    trace was sampled (``--sample-traces``; True in older logs, which sampled every trace).
     """
 
     start: list[float] = field(default_factory=list)
@@ -20,6 +24,8 @@ class RequestLog:
     trace_id: list[str] = field(default_factory=list)
     error: list[str] = field(default_factory=list)
     lag_ms: list[float | None] = field(default_factory=list)
+    span_id: list[str] = field(default_factory=list)
+    sampled: list[bool] = field(default_factory=list)
     skipped: int = 0
 
     def __len__(self) -> int:
@@ -34,41 +40,77 @@ class RequestLog:
         hi = float("inf") if end is None else end
         keep = [i for i, s in enumerate(self.start) if lo <= s < hi]
         out = RequestLog(skipped=self.skipped)
-        for col in ("start", "name", "status", "latency_ms", "nbytes", "trace_id", "error", "lag_ms"):
+        for col in ("start", "name", "status", "latency_ms", "nbytes", "trace_id", "error", "lag_ms", "span_id",
+                    "sampled"):
             src = getattr(self, col)
             setattr(out, col, [src[i] for i in keep])
         return out
 
 
-def read_request_log(path: Path) -> RequestLog:
-    """Parse *path*; a missing file gives an empty log, damaged lines are counted and skipped."""
-    log = RequestLog()
+class LoggedRequest(NamedTuple):
+    """One parsed line of ``requests.tsv``."""
+
+    start: float
+    name: str
+    status: int
+    latency_ms: float
+    nbytes: int
+    trace_id: str
+    error: str
+    lag_ms: float | None
+    span_id: str
+    sampled: bool
+
+
+def parse_request_line(raw: bytes) -> LoggedRequest | None:
+    """One line of the log (header excluded), or None if it is damaged.
+
+    Tolerant of every generation of the format: 7 columns (before ``lag_ms``), 8 (before
+    ``span_id`` and ``sampled``) and 10.
+    """
+    fields = raw.rstrip(b"\n").split(b"\t")
+    if len(fields) < 7:
+        return None
+    try:
+        lag = float(fields[7]) if len(fields) > 7 and fields[7] else None
+        return LoggedRequest(
+            float(fields[0]), fields[1].decode(), int(fields[2]), float(fields[3]), int(fields[4]),
+            fields[5].decode(), fields[6].decode(errors="replace"), lag,
+            fields[8].decode() if len(fields) > 8 else "",
+            fields[9] != b"0" if len(fields) > 9 else True,
+        )
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def iter_request_log(path: Path) -> Iterator[LoggedRequest | None]:
+    """Stream *path* line by line (None for each damaged line); a missing file yields nothing."""
     try:
         f = open(path, "rb")  # noqa: SIM115
     except FileNotFoundError:
-        return log
+        return
     with f:
         for raw in f:
-            fields = raw.rstrip(b"\n").split(b"\t")
-            if fields[0] == b"start":
+            if raw.startswith(b"start\t"):
                 continue
-            if len(fields) < 7:
-                log.skipped += 1
-                continue
-            try:
-                start, status, latency, nbytes = float(fields[0]), int(fields[2]), float(fields[3]), int(fields[4])
-                name, trace_id = fields[1].decode(), fields[5].decode()
-                error = fields[6].decode(errors="replace")
-                lag = float(fields[7]) if len(fields) > 7 and fields[7] else None
-            except (ValueError, UnicodeDecodeError):
-                log.skipped += 1
-                continue
-            log.start.append(start)
-            log.name.append(name)
-            log.status.append(status)
-            log.latency_ms.append(latency)
-            log.nbytes.append(nbytes)
-            log.trace_id.append(trace_id)
-            log.error.append(error)
-            log.lag_ms.append(lag)
+            yield parse_request_line(raw)
+
+
+def read_request_log(path: Path) -> RequestLog:
+    """Parse *path*; a missing file gives an empty log, damaged lines are counted and skipped."""
+    log = RequestLog()
+    for req in iter_request_log(path):
+        if req is None:
+            log.skipped += 1
+            continue
+        log.start.append(req.start)
+        log.name.append(req.name)
+        log.status.append(req.status)
+        log.latency_ms.append(req.latency_ms)
+        log.nbytes.append(req.nbytes)
+        log.trace_id.append(req.trace_id)
+        log.error.append(req.error)
+        log.lag_ms.append(req.lag_ms)
+        log.span_id.append(req.span_id)
+        log.sampled.append(req.sampled)
     return log

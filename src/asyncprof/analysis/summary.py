@@ -73,16 +73,24 @@ def summarize(run: Run, full_log: RequestLog | None = None) -> dict[str, Any]:
 
     otel_on = instruments.get("otel", {}).get("enabled", False)
     spans = index_spans(run.spans_dir)
-    window_trace_ids = [t for t in log.trace_id if t]
-    matched = sum(1 for t in window_trace_ids if t in spans.server_trace_ids)
+    # With --sample-traces only the sampled traces have spans: the match rate is over those.
+    sample_rate = float(instruments.get("otel", {}).get("sample_traces") or 1.0)
+    flags = log.sampled if len(log.sampled) == len(log.trace_id) else [True] * len(log.trace_id)
+    sampled_ids = [t for t, kept in zip(log.trace_id, flags) if t and kept]
+    matched = sum(1 for t in sampled_ids if t in spans.server_trace_ids)
+    expected = len(log) if sample_rate >= 1 else len(sampled_ids)
     report_instruments["otel"] = {
         "enabled": otel_on,
         "spans": spans.spans,
         "matched_requests": matched,
-        "match_rate": round(matched / len(log), 4) if len(log) else None,
+        "match_rate": round(matched / expected, 4) if expected else None,
+        "sample_traces": sample_rate,
+        "sampled_requests": len(sampled_ids),
+        "match_rate_over": "sampled traces" if sample_rate < 1 else "requests",
     }
-    if otel_on and len(log) and matched < 0.99 * len(log):
-        warnings.append(f"only {matched} of {len(log)} requests have a server span (below 99%)")
+    if otel_on and expected and matched < 0.99 * expected:
+        what = "sampled traces" if sample_rate < 1 else "requests"
+        warnings.append(f"only {matched} of {expected} {what} have a server span (below 99%)")
 
     profiles = sum(1 for _ in run.profiles_dir.glob("*.pyisession")) if run.profiles_dir.is_dir() else 0
     report_instruments["pyinstrument"] = {

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncprof.loadgen.request_log import REQUEST_LOG_HEADER
+from asyncprof.loadgen.trace_sampling import SAMPLE_ENV
 from asyncprof.processes import ManagedProcess, ProcessGroup, free_port
 from asyncprof.run import Run
 from asyncprof.scenarios import Endpoint
@@ -49,6 +50,7 @@ class LoadPlan:
     remote_workers: int = 0  # workers the user starts on other machines (see remote_worker_command)
     master_bind: str = "127.0.0.1"
     master_port: int | None = None
+    sample_traces: float = 1.0  # fraction of requests whose traceparent says sampled (see loadgen.trace_sampling)
 
     @property
     def distributed(self) -> bool:
@@ -143,6 +145,8 @@ def sender_environment(plan: LoadPlan) -> dict[str, str]:
     if plan.rate is not None:
         env["ASYNCPROF_RATE"] = f"{plan.rate / plan.senders:.6g}"
         env["ASYNCPROF_CONNECTIONS"] = str(plan.users)
+    if plan.sample_traces < 1:
+        env[SAMPLE_ENV] = repr(plan.sample_traces)
     return env
 
 

@@ -17,7 +17,9 @@ Configured by the environment (set by ``asyncprof record``):
     file that receives one tab-separated line per request: start time (unix
     seconds), endpoint name, HTTP status (0 = no response), latency (ms),
     response bytes, trace id, error text, schedule lag (ms the request was sent
-    after its scheduled time; empty in closed loop).  Written in batches from a
+    after its scheduled time; empty in closed loop), the span id of the request's
+    client span (the parent id in the ``traceparent`` it sent) and whether its trace
+    is sampled (``1``/``0``).  Written in batches from a
     background greenlet so the users never wait on the disk.  In Locust's
     distributed mode only the master writes it: workers send their batches to
     the master as Locust messages, so workers on other machines need no shared
@@ -26,6 +28,13 @@ Configured by the environment (set by ``asyncprof record``):
     requests per second this process starts (open loop).
 ``ASYNCPROF_CONNECTIONS``
     open loop: the most connections this process keeps open to the server.
+``ASYNCPROF_SAMPLE_TRACES``
+    the fraction of traces marked sampled in the ``traceparent`` (default 1; see
+    :mod:`asyncprof.loadgen.trace_sampling`).  The workers record spans for those only.
+
+No OpenTelemetry SDK here: the generator only makes up ids and logs them, and asyncprof
+turns each logged request into its client span after the run (see
+:mod:`asyncprof.analysis.traces`), so tracing costs the load generator nothing per request.
 """
 
 import logging
@@ -38,6 +47,8 @@ from locust import FastHttpUser, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from asyncprof.loadgen.request_log import REQUEST_LOG_HEADER  # noqa: F401 - re-exported for the readers' tests
+from asyncprof.loadgen.trace_sampling import LOW_64_BITS, SAMPLE_ENV, sample_bound
+
 RATE = float(os.environ.get("ASYNCPROF_RATE") or 0)
 CONNECTIONS = int(os.environ.get("ASYNCPROF_CONNECTIONS") or 50)
 #: Open loop: requests waiting for a connection beyond this many are dropped (and logged as errors)
@@ -45,6 +56,7 @@ CONNECTIONS = int(os.environ.get("ASYNCPROF_CONNECTIONS") or 50)
 MAX_OUTSTANDING = max(1000, 20 * CONNECTIONS)
 #: Open loop: a p99 schedule lag above this means the generator, not the server, set the pace.
 LAG_WARNING_MS = 10.0
+_SAMPLE_BOUND = sample_bound(min(1.0, max(0.0, float(os.environ.get(SAMPLE_ENV) or 1))))
 
 
 def _parse_paths(spec: str) -> list[tuple[str, str, int]]:
@@ -64,6 +76,7 @@ _buffer: list[str] = []
 _log: int | None = None  # an O_APPEND file descriptor (single process, or the master)
 _runner: WorkerRunner | None = None  # set in a distributed worker: batches go to the master
 _lags: list[float] = []
+_stopping = False  # the test is stopping: the open loop schedules no more requests
 
 
 def _flush() -> None:
@@ -110,6 +123,15 @@ def _open_log(environment, **kwargs) -> None:
         gevent.spawn(_flusher)
 
 
+@events.test_stopping.add_listener
+def _stop_arrivals(environment, **kwargs) -> None:
+    # Without this the open loop would keep sending until Locust kills it (--stop-timeout), and in
+    # distributed mode those requests reach the server after the master stopped logging: server
+    # spans and accounting records with no client request.
+    global _stopping
+    _stopping = True
+
+
 @events.test_stop.add_listener
 def _flush_at_stop(environment, **kwargs) -> None:
     # A distributed worker's last batch must reach the master before the master quits.
@@ -125,6 +147,8 @@ def _log_request(request_type, name, response_time, response_length, response=No
     error = "" if exception is None else repr(exception).replace("\t", " ").replace("\n", " ")[:200]
     context = context or {}
     trace_id = context.get("trace_id", "")
+    span_id = context.get("span_id", "")
+    sampled = "1" if context.get("sampled", True) else "0"
     scheduled = context.get("scheduled")
     lag = ""
     if scheduled is not None and start_time is not None:
@@ -133,7 +157,7 @@ def _log_request(request_type, name, response_time, response_length, response=No
         _lags.append(lag_ms)
         start_time, response_time, lag = scheduled, response_time + lag_ms, f"{lag_ms:.3f}"
     _buffer.append(f"{start_time:.6f}\t{name}\t{status}\t{response_time:.3f}\t{response_length}\t{trace_id}"
-                   f"\t{error}\t{lag}\n")
+                   f"\t{error}\t{lag}\t{span_id}\t{sampled}\n")
 
 
 @events.quitting.add_listener
@@ -159,12 +183,15 @@ def _report_lag() -> None:
 
 def _get(client, scheduled: float | None = None) -> None:
     name, path = random.choice(_CHOICES)
-    trace_id = f"{random.getrandbits(128) or 1:032x}"
+    tid = random.getrandbits(128) or 1
+    trace_id = f"{tid:032x}"
     span_id = f"{random.getrandbits(64) or 1:016x}"
-    context: dict = {"trace_id": trace_id}
+    sampled = (tid & LOW_64_BITS) < _SAMPLE_BOUND
+    context: dict = {"trace_id": trace_id, "span_id": span_id, "sampled": sampled}
     if scheduled is not None:
         context["scheduled"] = scheduled
-    client.get(path, name=name, headers={"traceparent": f"00-{trace_id}-{span_id}-01"}, context=context)
+    client.get(path, name=name, headers={"traceparent": f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"},
+               context=context)
 
 
 class AsyncprofUser(FastHttpUser):
@@ -201,15 +228,21 @@ class ArrivalUser(FastHttpUser):
             finally:
                 outstanding -= 1
 
-        while True:
+        while not _stopping:
             delay = scheduled - time.time()
             if delay > 0:
                 gevent.sleep(delay)
+                if _stopping:
+                    break
             if outstanding >= MAX_OUTSTANDING:
                 name = random.choice(_CHOICES)[0]
                 _buffer.append(f"{scheduled:.6f}\t{name}\t0\t0.000\t0\t\tdropped: {outstanding} requests "
-                               f"outstanding in the load generator\t0.000\n")
+                               f"outstanding in the load generator\t0.000\t\t\n")
             else:
                 outstanding += 1
                 gevent.spawn(one, scheduled)
             scheduled += interval
+        # Let the requests in flight answer (and be logged) before this user ends; Locust's
+        # --stop-timeout bounds the wait, as it bounded the endless loop before.
+        while outstanding > 0:
+            gevent.sleep(0.05)

@@ -243,12 +243,21 @@ def _rps(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
+def _otel_matched(otel: Mapping[str, Any]) -> str:
+    """Requests matched to a server span; with --sample-traces, out of the sampled traces."""
+    rate = otel.get("sample_traces") or 1.0
+    if rate >= 1:
+        return f"{otel['matched_requests']} requests matched"
+    return (f"{otel['matched_requests']} of {otel.get('sampled_requests', 0)} sampled traces matched "
+            f"(match rate over sampled traces; --sample-traces {rate:g})")
+
+
 def instruments_line(report: Mapping[str, Any]) -> Text:
     inst = report["instruments"]
     text = (
         f"py-spy: {inst['pyspy']['samples']} samples ({inst['pyspy']['idle_samples']} idle) "
         f"from {len(inst['pyspy']['samples_by_pid'])} processes · "
-        f"OTel: {inst['otel']['spans']} spans, {inst['otel']['matched_requests']} requests matched · "
+        f"OTel: {inst['otel']['spans']} spans, {_otel_matched(inst['otel'])} · "
         f"pyinstrument: {inst['pyinstrument']['profiles']} profiles"
     )
     acc = report.get("accounting")

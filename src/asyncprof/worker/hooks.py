@@ -81,10 +81,11 @@ def install_tracing() -> None:
                 schedule_delay_millis=1000,
             )
         )
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from asyncprof.exporters.otlp_env import live_exporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), max_queue_size=65536))
+    # OTLP as the OTEL_EXPORTER_OTLP_* variables say (http/protobuf or grpc), secrets masked first.
+    if (live := live_exporter()) is not None:
+        provider.add_span_processor(BatchSpanProcessor(live, max_queue_size=65536))
     trace.set_tracer_provider(provider)
     Psycopg2Instrumentor().instrument(skip_dep_check=True)
     AsyncPGInstrumentor().instrument(skip_dep_check=True)

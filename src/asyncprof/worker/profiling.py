@@ -34,7 +34,14 @@ def _save(profiler: Profiler, request: Any, n: int) -> None:
     if _DIR is None or session is None:
         return
     _DIR.mkdir(parents=True, exist_ok=True)
-    session.save(_DIR / f"{_trace_id(request, n)}.pyisession")
+    path = _DIR / f"{_trace_id(request, n)}.pyisession"
+    session.save(path)
+    if ENV.otel:  # the request's server span says where its profile is (it shows in Jaeger)
+        from opentelemetry import trace
+
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute("asyncprof.profile", str(path.resolve()))
 
 
 def profile_middleware(get_response: Callable[[Any], Any]) -> Callable[[Any], Any]:
