@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from asyncprof.analysis.instrument_cost import instrument_cost
 from asyncprof.analysis.summary import summarize
 from asyncprof.config import RecordConfig
 from asyncprof.errors import AsyncprofError, Interrupted
@@ -88,6 +89,7 @@ def run_trial(config: RecordConfig, console: Console) -> dict[str, Any]:
     summary = summarize(run)
     rps = summary["throughput_rps"]
     accounting = accounting_summaries(run.path)
+    cost = instrument_cost(run.manifest, run.worker_infos(), accounting, summary["requests"])
     return {
         "run_id": run.run_id,
         "run_path": str(run.path),
@@ -101,6 +103,10 @@ def run_trial(config: RecordConfig, console: Console) -> dict[str, Any]:
         "accounting_workers": len(accounting),
         "hook_cost_us_per_request": weighted_estimate(accounting, "hook_cost_us_per_request"),
         "loop_hooks_us_per_request": weighted_estimate(accounting, "loop_hooks_us_per_request"),
+        # The instruments' own CPU as the run measured it (the report's instrument_cost).
+        "pyspy_machine_share": cost["pyspy_machine_share"],
+        "instruments_us_per_request": cost["workers_us_per_request"],
+        "instruments_worker_cpu_share": cost["workers_cpu_share"],
     }
 
 

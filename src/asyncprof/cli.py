@@ -16,9 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from asyncprof import __version__
-from asyncprof.config import CONNECT_POLICIES, DEFAULT_PYSPY_RATE, RecordConfig
+from asyncprof.config import (CONNECT_POLICIES, DEFAULT_PROFILE_EVERY, DEFAULT_PYSPY_RATE, DEFAULT_SAMPLE_TRACES,
+                              SAMPLE_TRACES_ENV, RecordConfig)
 from asyncprof.errors import AsyncprofError, Interrupted, UsageError
 from asyncprof.modes import MODES
+from asyncprof.report_cache import cached_report
 from asyncprof.run import default_parent, iter_runs, resolve_run
 from asyncprof.scenarios import SCENARIOS
 
@@ -66,18 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--otlp", metavar="URL",
                      help="also export spans live over OTLP/HTTP to URL (e.g. Jaeger's http://127.0.0.1:4318); "
                           "default: the standard OTEL_EXPORTER_OTLP_* variables, if set")
-    rec.add_argument("--sample-traces", type=float, default=1.0, metavar="R",
-                     help="trace a fraction R of the requests (0 < R <= 1, by trace id; default 1: all)")
+    rec.add_argument("--sample-traces", type=float, metavar="R",
+                     help="trace and account a fraction R of the requests (0 < R <= 1, by trace id; default "
+                          f"${SAMPLE_TRACES_ENV} or {DEFAULT_SAMPLE_TRACES:g}); 1 follows every request")
     rec.add_argument("--no-pyinstrument", dest="pyinstrument", action="store_false", help="no pyinstrument profiles")
     rec.add_argument("--no-accounting", dest="accounting", action="store_false",
                      help="no per-request time accounting in the workers (the report then has no breakdown)")
-    rec.add_argument("--profile-every", type=int, default=100, help="profile one request in N per worker (default 100)")
+    rec.add_argument("--bare", action="store_true",
+                     help="no instrument at all (no py-spy, OTel, pyinstrument or accounting): the baseline "
+                          "that scripts/bench-overhead compares the instruments' cost against")
+    rec.add_argument("--profile-every", type=int, default=DEFAULT_PROFILE_EVERY,
+                     help=f"profile one request in N per worker (default {DEFAULT_PROFILE_EVERY})")
     rec.add_argument("--calibrate", metavar="cpu_ms=A,db_ms=B,block_ms=C,hops=D",
                      help="the calibrate scenario's cost per request: A ms of CPU, B ms in pg_sleep, C ms blocked in "
                           "time.sleep, D sync<->async hops (missing keys are 0; only with --scenario calibrate)")
     rec.add_argument("--upstream-delay-ms", type=float, default=20.0, metavar="MS",
                      help="for scenarios that call an upstream HTTP service (fanout): its delay per call (default 20)")
     rec.add_argument("--out", type=Path, default=None, help="parent directory of run directories (default ./traces)")
+    _add_project_arguments(rec)
 
     rep = sub.add_parser("report", help="summarise a run")
     rep.add_argument("run", nargs="?", help="run directory or run id (default: the latest)")
@@ -160,6 +168,27 @@ def _add_html_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --html: also draw this sweep's curves (a traces/sweep-*.json from asyncprof sweep)")
 
 
+def _add_project_arguments(parser: argparse.ArgumentParser) -> None:
+    """``record --app``: the user's own Django project instead of the bundled target."""
+    group = parser.add_argument_group(
+        "your own project", "record your Django project instead of the bundled target; nothing in it is edited")
+    group.add_argument("--app", type=Path, metavar="DIR", help="the project directory (the one with manage.py)")
+    group.add_argument("--wsgi", metavar="MODULE:ATTR", help="the WSGI application WSGI modes serve "
+                                                            "(e.g. mysite.wsgi:application)")
+    group.add_argument("--asgi", metavar="MODULE:ATTR", help="the ASGI application ASGI modes serve "
+                                                            "(e.g. mysite.asgi:application)")
+    group.add_argument("--settings", metavar="MODULE",
+                       help="DJANGO_SETTINGS_MODULE (default: what manage.py or the application module sets)")
+    group.add_argument("--setup", metavar="CMD",
+                       help="shell command run in DIR before the server starts, with DATABASE_URL and PG* set "
+                            "(e.g. 'python manage.py migrate --noinput'); a failure stops the run")
+    group.add_argument("--locustfile", type=Path, metavar="FILE",
+                       help="your locustfile and its user classes (asyncprof adds its request log and traceparent)")
+    group.add_argument("--path", dest="paths", action="append", default=[], metavar="URL_PATH[:WEIGHT]",
+                       help="without a locustfile: GET this path (repeatable, e.g. --path /items/:3 --path /api/; "
+                            "default /)")
+
+
 def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
     """The load generator's options, shared by record and sweep."""
     parser.add_argument("--load-processes", type=int, default=1, metavar="N",
@@ -180,6 +209,11 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "bare", False):
+        args.pyspy = args.otel = args.pyinstrument = args.accounting = False
+    # Runs hold stacks, SQL text and URLs of the user's app: every file asyncprof writes is the
+    # owner's only (its children get the same umask from asyncprof.processes).
+    os.umask(os.umask(0o077) | 0o077)
     out = Console()
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 120  # piped or in CI: the report's tables need more than rich's 80-column default
@@ -219,17 +253,19 @@ def _record(args: argparse.Namespace, out: Console, err: Console) -> int:
         accounting=args.accounting,
         profile_every=args.profile_every, out=args.out or default_parent(), calibrate=args.calibrate,
         upstream_delay_ms=args.upstream_delay_ms,
-        otlp=args.otlp, sample_traces=args.sample_traces,
+        otlp=args.otlp, **({"sample_traces": args.sample_traces} if args.sample_traces is not None else {}),
+        app=args.app, wsgi=args.wsgi, asgi=args.asgi, settings=args.settings, setup=args.setup,
+        locustfile=args.locustfile, paths=tuple(args.paths),
     )
     try:
         run = record(config, console=err)
     except Interrupted as exc:
         if exc.run_path is not None:
             run = resolve_run(str(exc.run_path))
-            out.print(report_table(build_report(run)))
+            out.print(report_table(cached_report(run, build_report)))
             out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
         raise
-    out.print(report_table(build_report(run)))
+    out.print(report_table(cached_report(run, build_report)))
     out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
     return 0
 
@@ -240,7 +276,7 @@ def _report(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     sweep = _html_sweep(args)
     run = resolve_run(args.run, args.out or default_parent())
-    report = build_report(run)
+    report = cached_report(run, build_report)
     if args.html:
         _write_html(args, [run], [report], None, sweep, err)
     if args.json:
@@ -262,7 +298,7 @@ def _compare(args: argparse.Namespace, out: Console, err: Console) -> int:
     sweep = _html_sweep(args)
     parent = args.out or default_parent()
     runs = [resolve_run(name, parent) for name in args.runs]
-    comparison = compare_reports([build_report(run) for run in runs])
+    comparison = compare_reports([cached_report(run, build_report) for run in runs])
     if args.html:
         _write_html(args, runs, comparison["runs"], comparison["gap"], sweep, err)
     if args.json:
@@ -458,10 +494,10 @@ def _attach(args: argparse.Namespace, out: Console, err: Console) -> int:
         run = attach(config, console=err)
     except Interrupted as exc:
         if exc.run_path is not None:
-            out.print(report_table(build_report(resolve_run(str(exc.run_path)))))
+            out.print(report_table(cached_report(resolve_run(str(exc.run_path)), build_report)))
             out.print(f"run directory: {exc.run_path}", highlight=False, soft_wrap=True)
         raise
-    out.print(report_table(build_report(run)))
+    out.print(report_table(cached_report(run, build_report)))
     out.print(f"run directory: {run.path}", highlight=False, soft_wrap=True)
     return 0
 

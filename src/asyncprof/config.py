@@ -1,5 +1,7 @@
 """What ``asyncprof record`` was asked to do, validated before anything starts."""
 
+import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,22 @@ from asyncprof.processes import split_cpus, usable_cpus
 from asyncprof.scenarios import get_scenario
 
 CONNECT_POLICIES = ("persistent", "per-request")
-DEFAULT_PYSPY_RATE = 20
+#: py-spy's samples per second per process: its own CPU, on the same cores as the workers, is
+#: ≈ 0.2% of a core per process and sample rate unit here (20 Hz on 5 processes: 3.5–5.8% of a core).
+DEFAULT_PYSPY_RATE = 10
+#: The fraction of requests the per-request instruments follow (spans, breakdown records) when
+#: neither ``--sample-traces`` nor ``ASYNCPROF_SAMPLE_TRACES`` says: what keeps their cost within
+#: the budget scripts/bench-overhead checks (README, *What the instruments cost*).
+DEFAULT_SAMPLE_TRACES = 0.05
+#: pyinstrument profiles one request in this many per worker: a profiled request costs several
+#: times its own CPU (the profiler, then saving the session), so one in 100 cost ≈ 4% of the
+#: workers' CPU in the seed scenario; one in 1000 keeps it near 0.4%.
+DEFAULT_PROFILE_EVERY = 1000
+#: The variable that sets ``--sample-traces``'s default (also how the rate reaches Locust).
+SAMPLE_TRACES_ENV = "ASYNCPROF_SAMPLE_TRACES"
 CALIBRATE_SCENARIO = "calibrate"
+#: The scenario name a run of the user's own project (``--app``) records.
+APP_SCENARIO = "app"
 
 
 @dataclass
@@ -46,12 +62,21 @@ class RecordConfig:
     otel: bool = True
     pyinstrument: bool = True
     accounting: bool = True
-    profile_every: int = 100
+    profile_every: int = DEFAULT_PROFILE_EVERY
     out: Path = field(default_factory=lambda: Path("traces"))
     calibrate: str | None = None  # the calibrate scenario's cost; canonical after validate()
     upstream_delay_ms: float = 20.0  # the upstream service's delay per call, for scenarios that need it (fanout)
     otlp: str | None = None  # --otlp URL: live OTLP/HTTP export (else the OTEL_EXPORTER_OTLP_* variables, if set)
-    sample_traces: float = 1.0  # fraction of requests traced, by trace id (the traceparent's sampled flag)
+    # Fraction of requests in the sample, by trace id (the traceparent's sampled flag): traced and accounted.
+    sample_traces: float = field(default_factory=lambda: default_sample_traces())
+    # The user's own Django project (--app) instead of the bundled target; see asyncprof.project.
+    app: Path | None = None
+    wsgi: str | None = None  # MODULE:ATTR served by WSGI modes
+    asgi: str | None = None  # MODULE:ATTR served by ASGI modes
+    settings: str | None = None  # DJANGO_SETTINGS_MODULE (default: what the project's manage.py sets)
+    locustfile: Path | None = None  # the user's own locustfile (their user classes), with --app
+    paths: tuple[str, ...] = ()  # --path values: GETs, optionally weighted (/items/:3); with --app
+    setup: str | None = None  # shell command run in the project directory before the server starts
 
     def validate(self) -> "RecordConfig":
         """Check every knob, fill in defaults (the view; ``calibrate`` in canonical form), return self.
@@ -60,8 +85,13 @@ class RecordConfig:
         scenario it defaults to all zeros.
         """
         mode = get_mode(self.mode)
-        scenario = get_scenario(self.scenario)
-        if self.view is None:
+        if self.app is not None:
+            self._validate_app(mode.interface, mode.name)
+        elif self.wsgi or self.asgi or self.settings or self.setup or self.locustfile or self.paths:
+            raise UsageError("--wsgi, --asgi, --settings, --setup, --locustfile and --path apply to your own "
+                             "project only", "add --app DIR (the directory with manage.py)")
+        scenario = get_scenario(self.scenario if self.app is None else "seed")
+        if self.view is None and self.app is None:
             self.view = mode.default_view
         if self.threads is None:
             self.threads = mode.default_threads
@@ -70,9 +100,10 @@ class RecordConfig:
             raise UsageError(f"--threads does not apply to mode {mode.name!r}", f"modes with threads: {threaded}")
         else:
             _check_range("--threads", self.threads, 1, 1024)
-        if self.view not in ("sync", "async"):
-            raise UsageError(f"--view must be sync or async, not {self.view!r}")
-        scenario.endpoints_for(self.view)
+        if self.app is None:
+            if self.view not in ("sync", "async"):
+                raise UsageError(f"--view must be sync or async, not {self.view!r}")
+            scenario.endpoints_for(self.view)
         _check_range("--workers", self.workers, 1, 256)
         _check_range("--users", self.users, 1, 100_000)
         _check_range("--duration", self.duration, 0.5, 24 * 3600)
@@ -82,9 +113,10 @@ class RecordConfig:
         _check_range("--pyspy-rate", self.pyspy_rate, 1, 1000)
         _check_range("--profile-every", self.profile_every, 1, 10_000_000)
         _check_range("--upstream-delay-ms", self.upstream_delay_ms, 0, 10_000)
-        if not 0 < self.sample_traces <= 1:
-            raise UsageError(f"--sample-traces must be above 0 and at most 1, not {self.sample_traces:g}",
-                             "e.g. --sample-traces 0.1 traces one request in ten")
+        if not 0 < self.sample_traces <= 1:  # NaN too: an unreadable ASYNCPROF_SAMPLE_TRACES
+            given = os.environ.get(SAMPLE_TRACES_ENV, "") if math.isnan(self.sample_traces) else f"{self.sample_traces:g}"
+            raise UsageError(f"--sample-traces (or {SAMPLE_TRACES_ENV}) must be above 0 and at most 1, not {given!r}",
+                             "e.g. --sample-traces 0.1 traces and accounts one request in ten")
         if self.otlp is not None:
             from asyncprof.exporters.otlp_env import check_url
 
@@ -118,6 +150,53 @@ class RecordConfig:
                              f"use --scenario {CALIBRATE_SCENARIO} --calibrate {self.calibrate}")
         return self
 
+    def _validate_app(self, interface: str, mode: str) -> None:
+        """The ``--app`` knobs: the project must resolve, serve *interface*, and have one source of load."""
+        if self.scenario not in (APP_SCENARIO, "seed"):
+            raise UsageError(f"--scenario {self.scenario} is the bundled target's; --app records your project",
+                             "drop --scenario; choose the load with --path or --locustfile")
+        if self.view is not None:
+            raise UsageError("--view chooses the bundled target's views; --app serves your project's",
+                             "drop --view")
+        project = self.project
+        assert project is not None
+        project.application(interface, mode)
+        if self.locustfile is not None:
+            if self.paths:
+                raise UsageError("--locustfile and --path both say what to request", "give one of them")
+            if not Path(self.locustfile).is_file():
+                raise UsageError(f"--locustfile {self.locustfile}: no such file")
+            if self.rate is not None:
+                raise UsageError("--rate drives asyncprof's own open-loop users, not a locustfile's",
+                                 "use --path with --rate, or set the pace in your locustfile")
+            self.locustfile = Path(self.locustfile).resolve()
+        else:
+            from asyncprof.project import parse_paths
+
+            parse_paths(self.paths or ("/",))
+        self.scenario = APP_SCENARIO
+
+    @property
+    def project(self) -> Any:
+        """The :class:`asyncprof.project.Project` of ``--app`` (checked; UsageError if wrong), or None."""
+        if self.app is None:
+            return None
+        from asyncprof.project import load_project
+
+        return load_project(self.app, wsgi=self.wsgi, asgi=self.asgi, settings=self.settings)
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, str, int], ...]:
+        """What asyncprof's own users request: ``--path`` (default ``/``) for a project, else the scenario's
+        endpoints for the view (after :meth:`validate`); empty when a locustfile sends the load."""
+        if self.app is None:
+            return get_scenario(self.scenario).endpoints_for(self.view or get_mode(self.mode).default_view)
+        if self.locustfile is not None:
+            return ()
+        from asyncprof.project import parse_paths
+
+        return parse_paths(self.paths or ("/",))
+
     @property
     def calibration(self) -> Calibration | None:
         """The parsed ``calibrate`` text, or None when there is none (every scenario but calibrate).
@@ -144,6 +223,11 @@ class RecordConfig:
         """The config as recorded; the database is stored by kind only (the recorder adds a redacted URL)."""
         data = asdict(self)
         data["out"] = str(self.out)
+        for key in ("app", "locustfile"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        data["paths"] = list(self.paths)
+        if self.app is not None:
+            data["app_packages"] = list(self.project.packages)
         data["db"] = "embedded" if self.db == "embedded" else "url"
         if self.otlp is not None:
             from asyncprof.database import redact
@@ -158,3 +242,15 @@ class RecordConfig:
 def _check_range(flag: str, value: float, low: float, high: float) -> None:
     if not (low <= value <= high):
         raise UsageError(f"{flag} must be between {low:g} and {high:g}, not {value:g}")
+
+
+def default_sample_traces() -> float:
+    """``--sample-traces``'s default: ``$ASYNCPROF_SAMPLE_TRACES`` if set (NaN if it is not a number,
+    which :meth:`RecordConfig.validate` refuses), else :data:`DEFAULT_SAMPLE_TRACES`."""
+    text = os.environ.get(SAMPLE_TRACES_ENV, "").strip()
+    if not text:
+        return DEFAULT_SAMPLE_TRACES
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")

@@ -4,6 +4,7 @@ The CLI turns any of them into a single line, ``error: <message> (<hint>)``,
 and exits with the class's ``exit_code``; nothing below the CLI prints.
 """
 
+import errno
 from pathlib import Path
 
 
@@ -74,3 +75,23 @@ class Interrupted(AsyncprofError):
     """Ctrl-C or SIGTERM during a recording; what was recorded is kept."""
 
     exit_code = 130
+
+
+class DiskFullError(AsyncprofError):
+    """A write into the run directory failed for want of space (or a file-size limit): the run stops."""
+
+    exit_code = 3
+
+
+#: errno values that mean "no room to write": disk full, quota exceeded, file-size limit.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def disk_full_error(exc: BaseException, what: object) -> DiskFullError | None:
+    """*exc* as a :class:`DiskFullError` saying it happened while writing *what*, or None if it is another failure."""
+    if not isinstance(exc, OSError) or exc.errno not in DISK_FULL_ERRNOS:
+        return None
+    cause = "file too large (the file-size limit, ulimit -f)" if exc.errno == errno.EFBIG else \
+        "disk quota exceeded" if exc.errno == errno.EDQUOT else "disk full"
+    return DiskFullError(f"{cause} while writing {what}",
+                         "free some space (or raise the limit); what was written before is kept")

@@ -7,6 +7,7 @@ the manifest is written with status complete, failed or interrupted.
 """
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -21,16 +22,17 @@ from rich.text import Text
 
 from asyncprof import __version__
 from asyncprof.analysis.stats import percentile
-from asyncprof.collectors.loadgen import (TAIL_SECONDS, LoadGenerator, LoadPlan, RequestLogTail,
+from asyncprof.collectors.loadgen import (TAIL_SECONDS, LoadGenerator, LoadPlan, RequestLogTail, check_locustfile,
                                           remote_worker_command, saturation_warnings, start_locust)
 from asyncprof.collectors.procstat import CpuSnapshot, cpu_window
 from asyncprof.collectors.pyspy import SAMPLING_FLAGS, failure_reason, pyspy_binary, start_pyspy
-from asyncprof.collectors.server import start_server, worker_environment
+from asyncprof.collectors.server import ServerWatch, start_server, worker_environment
 from asyncprof.collectors.upstream import start_upstream
 from asyncprof.config import RecordConfig
 from asyncprof.database import open_database, redact, seed
-from asyncprof.errors import AsyncprofError, Interrupted, LoadError, ServerError
+from asyncprof.errors import AsyncprofError, DiskFullError, Interrupted, LoadError, disk_full_error
 from asyncprof.modes import ServerSpec, get_mode
+from asyncprof.project import run_setup
 from asyncprof.processes import ManagedProcess, ProcessGroup, check_port_free, free_port, pin_tree
 from asyncprof.renderers.speedscope import write_speedscope
 from asyncprof.run import Run
@@ -38,6 +40,8 @@ from asyncprof.scenarios import get_scenario
 from asyncprof.versions import host_info, package_versions
 
 FIRST_REQUEST_TIMEOUT = 20.0
+#: Below this much free space on the run directory's filesystem the run stops: its writers are failing.
+DISK_FREE_MIN = 64 * 1024
 
 
 @contextlib.contextmanager
@@ -118,12 +122,22 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
     mode = get_mode(config.mode)
     mode.check_installed()
     otlp = _otlp_target(config)  # before anything starts: a protocol that cannot be served is a usage error
-    endpoints = get_scenario(config.scenario).endpoints_for(config.view or mode.default_view)
+    endpoints = config.endpoints
+    project = config.project
     if config.port is not None:
         check_port_free(config.host, config.port)
     port = config.port or free_port(config.host)
 
-    run = Run.create(config.out, f"{mode.name}-{config.scenario}")
+    user_classes = None
+    if project is not None and config.locustfile is not None:
+        # Before anything starts: a locustfile that does not import is a usage error, not a run.
+        with console.status(f"checking {config.locustfile}…"):
+            user_classes = check_locustfile(config.locustfile, {
+                **env_without_secrets(dict(os.environ)),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(project.dir), os.environ.get("PYTHONPATH")]))})
+
+    run = Run.create(config.out, f"{mode.name}-{_run_label(project.dir.name) if project else config.scenario}")
+    run.reserve_space()  # released for the final manifest, so a full disk still ends with one
     instruments: dict[str, dict[str, Any]] = {
         "pyspy": {"enabled": config.pyspy, "rate_hz": config.pyspy_rate,
                   "flags": [*SAMPLING_FLAGS]
@@ -145,10 +159,14 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
         load={"model": "open" if config.rate is not None else "closed", "rate_rps": config.rate,
               "users" if config.rate is None else "connections_per_process": config.users,
               "processes": config.load_processes, "remote_workers": config.load_remote_workers,
-              "distributed": config.load_processes > 1 or config.load_remote_workers > 0},
+              "distributed": config.load_processes > 1 or config.load_remote_workers > 0,
+              **({"locustfile": str(config.locustfile), "user_classes": user_classes} if user_classes else {})},
         pinning=config.pinning,
         connections=connection_policy(config.scenario, mode.interface, config.view or mode.default_view,
-                                      config.connect, config.pool_size),
+                                      config.connect, config.pool_size) if project is None else
+                    "the project's own DATABASES (DATABASE_URL and PG* name the run's database)",
+        app={**project.to_manifest(), "served": project.application(mode.interface, mode.name)}
+        if project is not None else None,
         versions=package_versions(),
         host=host_info(),
         started_unix=time.time(),
@@ -161,7 +179,7 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
         for warning in target_warnings(otlp):
             run.manifest["warnings"].append(warning)
             console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    status, error = "failed", None
+    status, error, disk_full = "failed", None, False
     with interruptible():
         try:
             _record_into(run, config, mode.name, port, endpoints, instruments, console)
@@ -173,22 +191,71 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
             exc.run_path = run.path
             raise
         except AsyncprofError as exc:
-            error = str(exc)
+            exc = _first_disk_full(exc)  # a full disk fails the saves made while stopping too: say the first
+            error, disk_full = str(exc), isinstance(exc, DiskFullError)
             exc.run_path = run.path
-            raise
+            raise exc  # noqa: B904 - the same failure, or the disk-full error behind it
+        except OSError as exc:
+            full = disk_full_error(exc, _relative(run, exc.filename) if exc.filename else "the run directory")
+            if full is None:
+                raise
+            error, disk_full = str(full), True
+            full.run_path = run.path
+            raise full from None
         finally:
-            _finish(run, status, error, instruments)
+            _finish(run, status, error, instruments, disk_full=disk_full)
     return run
+
+
+def _first_disk_full(exc: AsyncprofError) -> AsyncprofError:
+    """The earliest DiskFullError among *exc* and the exceptions it was raised while handling, else *exc*."""
+    found: BaseException | None = exc if isinstance(exc, DiskFullError) else None
+    seen, cause = {id(exc)}, exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DiskFullError):
+            found = cause
+        cause = cause.__context__
+    return found if isinstance(found, AsyncprofError) else exc
+
+
+def _relative(run: Run, path: object) -> str:
+    """*path* relative to the run directory when it is inside it."""
+    try:
+        return str(Path(str(path)).resolve().relative_to(run.path.resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _check_disk(run: Run) -> None:
+    """DiskFullError when the run directory's filesystem has (almost) no room left: its writers are failing."""
+    try:
+        st = os.statvfs(run.path)
+    except OSError:
+        return
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    if free >= DISK_FREE_MIN:
+        return
+    newest, when = None, 0.0
+    for path in run.path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.name.startswith(".") and (mtime := path.stat().st_mtime) > when:
+                newest, when = path, mtime
+    what = _relative(run, newest) if newest is not None else "the run directory"
+    raise DiskFullError(f"disk full while writing {what} ({free // 1024} KiB free)",
+                        "free some space; what was written before is kept")
 
 
 def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endpoints: Any,
                  instruments: dict[str, dict[str, Any]], console: Console) -> None:
     mode = get_mode(mode_name)
+    project = config.project
     with open_database(config.db) as db:
         run.update(database={"kind": db.kind, "url": db.display_url, "server_version": db.version})
-        with console.status("seeding the item table…"):
-            refilled = seed(db.url, config.rows)
-        run.manifest["database"]["seeded"] = {"rows": config.rows, "refilled": refilled}
+        if project is None:
+            with console.status("seeding the item table…"):
+                refilled = seed(db.url, config.rows)
+            run.manifest["database"]["seeded"] = {"rows": config.rows, "refilled": refilled}
         pinning = config.pinning
         if pinning is not None and db.kind == "embedded" and (postmaster := _postmaster_pid(db.data_dir)):
             # New backends fork from the postmaster and inherit its CPU set.
@@ -196,7 +263,7 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
         run.save()
         with ProcessGroup() as group:
             upstream, upstream_url = None, None
-            if get_scenario(config.scenario).needs_upstream:
+            if project is None and get_scenario(config.scenario).needs_upstream:
                 # Started first, so the group stops it last: after the server, whose views call it.
                 with console.status(f"starting the upstream service ({config.upstream_delay_ms:g} ms a call)…"):
                     upstream, upstream_url = start_upstream(group, run, delay_ms=config.upstream_delay_ms,
@@ -206,11 +273,18 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
                 run, mode, db_url=db.url, connect=config.connect, pool_size=config.pool_size,
                 rows=config.rows, otel=config.otel, profile_every=config.profile_every if config.pyinstrument else 0,
                 calibrate=config.calibrate, accounting=config.accounting, upstream_url=upstream_url,
+                project=project,
             )
             _trace_environment(env, config)
+            if project is not None and config.setup:
+                with console.status(f"running the setup command: {config.setup}"):
+                    run_setup(config.setup, project, env, run.logs_dir / "setup.log")
+                run.update(setup={"command": config.setup, "log": "logs/setup.log"})
             spec = ServerSpec(host=config.host, port=port, workers=config.workers, threads=config.threads)
             with console.status(f"starting {config.workers} {mode.name} workers on {config.host}:{port}…"):
-                server = start_server(group, run, mode, spec, env, cpus=pinning["target"] if pinning else None)
+                server = start_server(group, run, mode, spec, env, cpus=pinning["target"] if pinning else None,
+                                      cwd=project.dir if project else None,
+                                      ready_path=(endpoints[0][1] if endpoints else "/") if project else None)
             workers = run.worker_infos()
             run.update(pids={"server": server.pid, "workers": [w["pid"] for w in workers]}, workers=workers)
             if upstream is not None:
@@ -220,7 +294,8 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
                             run_time=config.warmup + config.duration + TAIL_SECONDS, rate=config.rate,
                             processes=config.load_processes, cpus=pinning["load"] if pinning else None,
                             remote_workers=config.load_remote_workers, master_bind=config.load_master_bind,
-                            master_port=config.load_master_port, sample_traces=config.sample_traces)
+                            master_port=config.load_master_port, sample_traces=config.sample_traces,
+                            locustfile=config.locustfile)
             load = start_locust(group, run, url=f"http://{host}:{port}", plan=plan, env=env_without_secrets(env))
             if config.load_remote_workers and load.master_port is not None:
                 console.print(f"waiting for {config.load_remote_workers} remote Locust workers; on each machine run:\n"
@@ -231,7 +306,9 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
                 run.manifest["pids"]["locust_workers"] = [w.pid for w in load.workers]
             run.save()
             try:
-                _drive(run, config, group, server, load, instruments, console)
+                watch = ServerWatch(run, server, db_url=db.url,
+                                    postmaster=_postmaster_pid(db.data_dir) if db.kind == "embedded" else None)
+                _drive(run, config, group, server, load, instruments, console, watch)
             finally:
                 # Graceful stop so each worker's exit hook flushes its spans.
                 server.stop(grace=15)
@@ -239,12 +316,18 @@ def _record_into(run: Run, config: RecordConfig, mode_name: str, port: int, endp
 
 def env_without_secrets(env: dict[str, str]) -> dict[str, str]:
     """The load generator needs none of the server's secrets."""
-    return {k: v for k, v in env.items() if k not in ("DATABASE_URL", "DJANGO_SECRET_KEY")}
+    return {k: v for k, v in env.items() if k not in ("DATABASE_URL", "DJANGO_SECRET_KEY", "PGPASSWORD")}
+
+
+def _run_label(name: str) -> str:
+    """A project directory's name as it may appear in a run id (letters, digits, ``-`` and ``_``)."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "app"
 
 
 def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedProcess, load: LoadGenerator,
-           instruments: dict[str, dict[str, Any]], console: Console) -> None:
+           instruments: dict[str, dict[str, Any]], console: Console, watch: ServerWatch | None = None) -> None:
     """Follow the load until Locust ends; open the measured window after warm-up and start py-spy then."""
+    watch = watch or ServerWatch(run, server)
     tail = RequestLogTail(run.requests_path)
     stats = _LiveStats()
     started = time.time()
@@ -285,16 +368,17 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                 elif cpu_start is not None and now >= window["end_unix"]:
                     run.update(cpu_window=cpu_window(cpu_start, snapshot()))
                     cpu_start = None
-                if not server.running():
-                    raise ServerError("the server exited during the run", f"see {run.logs_dir / 'server.log'}")
+                # The server, its workers (dead, restarted) and the database: see ServerWatch.
+                watch.check(now, stats.errors)
+                _check_disk(run)
                 elapsed = now - first if first else 0.0
                 phase = "warm-up" if not window else ("measuring" if now < window["end_unix"] else "draining")
                 live.update(stats.line(label, min(elapsed, planned), planned, phase))
                 if not load.running():
                     break
                 time.sleep(0.25)
-        console.print()
     finally:
+        console.print()  # end the live line, also when a failure's one line follows it
         end = time.time()
         if window and end < window["end_unix"]:
             window["end_unix"] = end
@@ -310,18 +394,26 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                 pyspy.stop(grace=10)
             if pyspy.popen.returncode not in (0, None):
                 reason = failure_reason(run.logs_dir / "pyspy.log")
-                instruments["pyspy"]["error"] = reason
+                instruments["pyspy"].update(status="failed", error=reason)
     code = load.wait(10)
     warnings = run.manifest.setdefault("warnings", [])
     if code not in (0, None):
-        warnings.append(f"Locust exited with code {code}; see logs/locust.log")
+        how = f"code {code}"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"signal {signal.Signals(-code).name}"
+        if first is not None and end < first + planned:  # it died before the measured window was over
+            raise LoadError(f"the load generator exited with {how} {first + planned - end:.1f} s before the end "
+                            "of the measured window",
+                            f"the requests it logged are kept; see {run.logs_dir / 'locust.log'}")
+        warnings.append(f"Locust exited with {how}; see logs/locust.log")
     warnings.extend(w for w in saturation_warnings(run.logs_dir) if w not in warnings)
 
 
 def _start_pyspy(group: ProcessGroup, run: Run, pid: int, config: RecordConfig,
                  instruments: dict[str, dict[str, Any]], console: Console) -> ManagedProcess | None:
     if pyspy_binary() is None:
-        instruments["pyspy"]["error"] = "py-spy is not installed"
+        instruments["pyspy"].update(status="failed", error="py-spy is not installed")
         console.print("[yellow]warning:[/] py-spy is not installed; recording without CPU samples")
         return None
     pinning = config.pinning
@@ -329,14 +421,21 @@ def _start_pyspy(group: ProcessGroup, run: Run, pid: int, config: RecordConfig,
                        nonblocking=config.pyspy_nonblocking, cpus=pinning["load"] if pinning else None)
     if proc.wait(0.5) not in (None, 0):
         reason = failure_reason(run.logs_dir / "pyspy.log")
-        instruments["pyspy"]["error"] = reason
-        console.print(f"[yellow]warning:[/] py-spy could not attach: {reason}; going on without it")
+        instruments["pyspy"].update(status="failed", error=f"py-spy could not attach: {reason}")
+        console.print(f"warning: py-spy could not attach: {reason}; going on without the CPU profile",
+                      style="yellow", highlight=False, soft_wrap=True, markup=False)
         return None
     return proc
 
 
-def _finish(run: Run, status: str, error: str | None, instruments: dict[str, dict[str, Any]]) -> None:
-    """Write the final manifest (and the derived speedscope file); never raises for a missing piece."""
+def _finish(run: Run, status: str, error: str | None, instruments: dict[str, dict[str, Any]],
+            disk_full: bool = False) -> None:
+    """Write the final manifest (and the derived speedscope file); never raises for a missing piece.
+
+    The run's processes are stopped by now, so the space reserved at the start is this manifest's.
+    On a full disk the speedscope file is not written (it would take that space).
+    """
+    run.release_space()
     samples = run.pyspy_dir / "samples.txt"
     produced: dict[str, Any] = {
         "pyspy": {"samples_file": samples.exists()},
@@ -344,7 +443,7 @@ def _finish(run: Run, status: str, error: str | None, instruments: dict[str, dic
         "pyinstrument": {"profiles": len(list(run.profiles_dir.glob("*.pyisession")))},
         "accounting": {"record_files": len(list((run.path / "accounting").glob("*.tsv")))},
     }
-    if samples.exists():
+    if samples.exists() and not disk_full:
         with contextlib.suppress(OSError):
             write_speedscope(samples, run.pyspy_dir / "speedscope.json", run.run_id)
             produced["pyspy"]["speedscope_file"] = True
@@ -359,7 +458,11 @@ def _finish(run: Run, status: str, error: str | None, instruments: dict[str, dic
     }
     if error:
         fields["error"] = error
-    run.update(**fields)
+    try:
+        run.update(**fields)
+    except DiskFullError:
+        if status == "complete":  # the only failure there is: say it
+            raise
 
 
 def _postmaster_pid(data_dir: str | None) -> int | None:
@@ -392,28 +495,50 @@ def _trace_environment(env: dict[str, str], config: RecordConfig) -> None:
 
         apply_option(env, option_target(config.otlp))
     if config.sample_traces < 1:
-        env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
+        # Requests follow the generator's flag; a root span (a request without a traceparent, a
+        # query outside any request) is kept by the same trace-id rule.
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = repr(config.sample_traces)
 
 
 def _export_client_spans(run: Run, target: Any, instruments: dict[str, dict[str, Any]], console: Console) -> None:
-    """Send the load generator's client spans (made from requests.tsv) to the live OTLP endpoint.
+    """Send the load generator's client spans (made from requests.tsv) to the live OTLP endpoint, and
+    say in one line (and in ``instruments.otel.otlp_export``) what did not reach it.
 
-    The workers sent their spans during the run; the generator runs no tracing SDK, so its spans go
-    once it is done.  A failure is a warning: the run itself is complete.
+    The workers sent their spans during the run (``spans`` in ``workers/<pid>.json`` counts what they
+    sent and dropped); the generator runs no tracing SDK, so its spans go once it is done.  A failure
+    is a warning: the run itself is complete, and its ``spans/`` files do not depend on the endpoint.
     """
     from asyncprof.analysis.traces import TraceSource
-    from asyncprof.exporters.otlp_env import make_exporter
+    from asyncprof.exporters.otlp_env import make_exporter, probe_target
     from asyncprof.exporters.push import push
 
+    counts = [w["spans"] for w in run.worker_infos() if isinstance(w.get("spans"), dict)]
+    sent = sum(int(c.get("otlp_sent") or 0) for c in counts)
+    dropped = sum(int(c.get("otlp_failed") or 0) for c in counts)
+    export: dict[str, Any] = {"endpoint": target.describe(), "status": "ok", "worker_spans_sent": sent,
+                              "worker_spans_dropped": dropped, "workers_counted": len(counts)}
+    instruments["otel"]["otlp_export"] = export
+    failure = None
     try:
         with console.status(f"sending the client spans to {target.describe()}…"):
             result = push(TraceSource(run).client_batches(), make_exporter(target), target.describe(),
-                          url=target.endpoint)
+                          url=probe_target(target))
     except AsyncprofError as exc:
-        warning = f"the load generator's client spans were not exported: {exc}"
-        run.manifest.setdefault("warnings", []).append(warning)
-        instruments["otel"]["client_spans_exported"] = 0
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        failure = exc.message.split("did not accept spans: ", 1)[-1]
+        instruments["otel"]["client_spans_exported"] = export["client_spans_sent"] = 0
+    else:
+        instruments["otel"]["client_spans_exported"] = export["client_spans_sent"] = result.spans
+    if failure is None and not dropped:
+        console.print(f"sent {export['client_spans_sent']} client spans to {target.describe()}", highlight=False,
+                      soft_wrap=True)
         return
-    instruments["otel"]["client_spans_exported"] = result.spans
-    console.print(f"sent {result.spans} client spans to {target.describe()}", highlight=False, soft_wrap=True)
+    export.update(status="failed" if failure is not None and not sent else "partial", reason=failure)
+    lost = [f"the workers dropped {dropped} of {sent + dropped} spans"] if dropped else []
+    if failure is not None:
+        lost.append("the load generator's client spans were not sent")
+    warning = (f"OTLP export to {target.describe()} failed{f' ({failure})' if failure else ''}: {' and '.join(lost)}; "
+               f"the run's spans/ files are written regardless (resend with: asyncprof export otlp {run.run_id} "
+               "--endpoint URL)")
+    run.manifest.setdefault("warnings", []).append(warning)
+    console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True, markup=False)

@@ -15,6 +15,7 @@ Layout (all paths relative to the run directory)::
 A run is loaded without executing anything from it: JSON and text only.
 """
 
+import contextlib
 import os
 import secrets
 import time
@@ -25,10 +26,13 @@ from typing import Any
 
 import orjson
 
-from asyncprof.errors import CorruptRunError, RunNotFoundError
+from asyncprof.errors import CorruptRunError, RunNotFoundError, disk_full_error
 
 MANIFEST = "manifest.json"
 DEFAULT_PARENT_ENV = "ASYNCPROF_TRACES_DIR"
+#: A hidden file holding some disk space while recording (see :meth:`Run.reserve_space`).
+RESERVE = ".space-reserve"
+RESERVE_BYTES = 128 * 1024
 
 
 def default_parent() -> Path:
@@ -86,7 +90,8 @@ class Run:
 
     @classmethod
     def load(cls, path: Path) -> "Run":
-        """Read the run at *path*; raise CorruptRunError if its manifest is missing or unreadable."""
+        """Read the run at *path*; raise CorruptRunError (one line naming the file and the damage) if its
+        manifest is missing, unreadable (not UTF-8, not JSON, truncated) or has a field of the wrong type."""
         manifest_path = path / MANIFEST
         try:
             manifest = orjson.loads(manifest_path.read_bytes())
@@ -96,14 +101,41 @@ class Run:
             raise CorruptRunError(f"cannot read {manifest_path}: {exc}", "the run directory is damaged") from None
         if not isinstance(manifest, dict):
             raise CorruptRunError(f"{manifest_path} is not a JSON object", "the run directory is damaged")
+        problem = manifest_problem(manifest)
+        if problem is not None:
+            raise CorruptRunError(f"{manifest_path}: {problem}", "the run directory is damaged")
         return cls(path=path, manifest=manifest)
 
     def save(self) -> None:
-        """Write the manifest atomically (a reader never sees half a file)."""
+        """Write the manifest atomically (a reader never sees half a file).
+
+        No room to write it (disk full, quota, file-size limit) is a DiskFullError, the half-written
+        temporary file removed and the previous manifest left as it was.
+        """
         tmp = self.path / f".{MANIFEST}.tmp"
-        tmp.write_bytes(orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.path / MANIFEST)
+        try:
+            tmp.write_bytes(orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+            os.chmod(tmp, 0o600)
+            tmp.replace(self.path / MANIFEST)
+        except OSError as exc:
+            full = disk_full_error(exc, self.path / MANIFEST)
+            if full is None:
+                raise
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise full from None
+
+    def reserve_space(self, nbytes: int = RESERVE_BYTES) -> None:
+        """Hold *nbytes* of the disk in a hidden file, so that the final manifest can still be written
+        after the run's processes have filled the disk (:meth:`release_space` first)."""
+        try:
+            (self.path / RESERVE).write_bytes(bytes(nbytes))
+        except OSError:
+            self.release_space()
+
+    def release_space(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.path / RESERVE).unlink()
 
     def update(self, **fields: Any) -> None:
         self.manifest.update(fields)
@@ -120,6 +152,76 @@ class Run:
             if isinstance(info, dict):
                 out.append(info)
         return out
+
+
+_NUMBER = (int, float)
+_NONE = type(None)
+#: The manifest's sections the readers walk, and the JSON types of the fields they use (a field may
+#: be absent; ``NoneType`` listed where null is a value the recorder writes).  Anything else is
+#: free-form and only ever printed.
+MANIFEST_SHAPE: dict[str, dict[str, tuple[type, ...]]] = {
+    "config": {"mode": (str, _NONE), "scenario": (str, _NONE), "view": (str, _NONE), "workers": (int, _NONE),
+               "users": (int, _NONE), "warmup": _NUMBER, "rate": (*_NUMBER, _NONE), "duration": (*_NUMBER, _NONE),
+               "load_processes": (int, _NONE), "pyspy_rate": (*_NUMBER, _NONE), "app_packages": (list, _NONE),
+               "paths": (list, _NONE), "app": (str, _NONE), "locustfile": (str, _NONE)},
+    "server": {"interface": (str, _NONE), "mode": (str, _NONE), "host": (str, _NONE), "port": (int, _NONE),
+               "threads": (int, _NONE)},
+    "host": {"cpu_count": (int, _NONE), "cpus_usable": (int, _NONE)},
+    "window": {"start_unix": (*_NUMBER, _NONE), "end_unix": (*_NUMBER, _NONE)},
+    "instruments": {},
+    "load": {"processes": (int, _NONE), "model": (str, _NONE)},
+    "cpu_window": {"workers_cpu_s": (dict, _NONE)},
+    "database": {},
+}
+_INSTRUMENT_SHAPE: dict[str, tuple[type, ...]] = {
+    "enabled": (bool, _NONE), "sample_traces": (*_NUMBER, _NONE), "rate_hz": (*_NUMBER, _NONE),
+    "error": (str, _NONE),
+}
+_TOP_SHAPE: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "status": (str, _NONE), "kind": (str, _NONE), "warnings": (list,),
+    "connections": (str, _NONE),
+}
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", _NONE: "null"}.get(
+        type(value), "a number")
+
+
+def _bad_field(block: Any, shape: dict[str, tuple[type, ...]], where: str) -> str | None:
+    for key, types in shape.items():
+        if key not in block:
+            continue
+        value = block[key]
+        # bool is an int to Python, not to the manifest: a number field holding true is damage.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"{where}{key} is {_type_name(value)}"
+    return None
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """Why *manifest* cannot be read as a run's manifest (a field the readers use has the wrong JSON
+    type, per :data:`MANIFEST_SHAPE`), or None.  Unknown and absent fields are fine."""
+    problem = _bad_field(manifest, _TOP_SHAPE, "")
+    if problem is None and isinstance(manifest.get("warnings"), list):
+        if not all(isinstance(w, str) for w in manifest["warnings"]):
+            problem = "warnings holds something other than text"
+    for section, shape in MANIFEST_SHAPE.items():
+        if problem is not None:
+            break
+        if section not in manifest:
+            continue
+        block = manifest[section]
+        if not isinstance(block, dict):
+            return f"{section} is {_type_name(block)}, not an object"
+        problem = _bad_field(block, shape, f"{section}.")
+    if problem is None:
+        for name, info in (manifest.get("instruments") or {}).items():
+            if not isinstance(info, dict):
+                return f"instruments.{name} is {_type_name(info)}, not an object"
+            if (problem := _bad_field(info, _INSTRUMENT_SHAPE, f"instruments.{name}.")) is not None:
+                break
+    return None if problem is None else f"{problem} (wrong type)"
 
 
 def iter_runs(parent: Path) -> Iterator[Run]:

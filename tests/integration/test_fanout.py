@@ -71,11 +71,13 @@ def test_fanout_calls_the_upstream_and_attributes_the_wait(mode: str, tmp_path: 
     if mode == "sync":  # one call after another
         assert p50 >= CALLS * DELAY_MS - 1, detail
         assert abs(a["upstream_wait"] - CALLS * DELAY_MS) <= 0.15 * CALLS * DELAY_MS, detail
-    else:  # all at once: well under the sequential sum, whatever the machine's noise adds
-        assert DELAY_MS <= p50 < CALLS * DELAY_MS, detail
-        # the union of the three overlapping waits: one delay (plus the upstream's own queueing on a busy
-        # machine), never the sum of the three
-        assert DELAY_MS * 0.9 <= a["upstream_wait"] <= DELAY_MS * 1.5, detail
+    else:  # all at once: the wait is one delay, not three, whatever CPU the request adds around it
+        own = a["cpu"] + a["event_loop"] + a["os_run_queue"] + a["gil_wait"] + a["server_queue"] + a["thread_hop"]
+        assert DELAY_MS <= p50 < CALLS * DELAY_MS + own, detail
+        # the union of the three overlapping waits: one delay, never the sum of the three; less than one
+        # by the request's own work inside the union (httpx sending the later calls, reading the answers),
+        # which is its cpu/event_loop, and more by the upstream's queueing on a busy machine
+        assert DELAY_MS * 0.75 <= a["upstream_wait"] <= DELAY_MS * 1.5, detail
     # the categories add up to the latency, and the wait is explained, not left in other
     assert abs(sum(a.values()) - latency) <= 0.05 * latency, detail
     assert abs(a["other"]) <= 0.05 * latency, detail

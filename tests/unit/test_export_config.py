@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from asyncprof.analysis.requests import read_request_log
 from asyncprof.analysis.summary import summarize
 from asyncprof.collectors.loadgen import LoadPlan, remote_worker_command, sender_environment
-from asyncprof.config import RecordConfig
+from asyncprof.config import DEFAULT_SAMPLE_TRACES, SAMPLE_TRACES_ENV, RecordConfig
 from asyncprof.errors import UsageError
 from asyncprof.exporters import otlp_env
 from asyncprof.exporters.otlp_env import (OtlpTarget, RedactingSpanExporter, apply_option, check_target,
@@ -92,12 +92,25 @@ def test_workers_and_every_load_process_get_the_sampling() -> None:
     env: dict[str, str] = {}
     _trace_environment(env, RecordConfig(otlp="http://127.0.0.1:4318", sample_traces=0.1))
     assert env == {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                   "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+                   "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     plan = LoadPlan(endpoints=[("a", "/a/", 1)], users=5, spawn_rate=5, run_time=5, sample_traces=0.1,
                     processes=2, remote_workers=1)
     assert sender_environment(plan)[SAMPLE_ENV] == "0.1"
     assert f"{SAMPLE_ENV}=0.1" in remote_worker_command(plan, "10.0.0.1", 5557)
-    assert SAMPLE_ENV not in sender_environment(LoadPlan(endpoints=[("a", "/a/", 1)], users=5, spawn_rate=5, run_time=5))
+    # Always set, so a variable in the caller's own environment never overrides the plan.
+    assert sender_environment(LoadPlan(endpoints=[("a", "/a/", 1)], users=5, spawn_rate=5, run_time=5))[SAMPLE_ENV] == "1.0"
+
+
+def test_the_sample_rate_defaults_to_the_variable_then_to_the_budgeted_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SAMPLE_TRACES_ENV, raising=False)
+    assert RecordConfig().validate().sample_traces == DEFAULT_SAMPLE_TRACES < 1
+    monkeypatch.setenv(SAMPLE_TRACES_ENV, "0.25")
+    assert RecordConfig().validate().sample_traces == 0.25
+    assert RecordConfig(sample_traces=1.0).validate().sample_traces == 1.0  # the option wins
+    for bad in ("lots", "0", "2"):
+        monkeypatch.setenv(SAMPLE_TRACES_ENV, bad)
+        with pytest.raises(UsageError, match=f"ASYNCPROF_SAMPLE_TRACES.*not '{bad}'"):
+            RecordConfig().validate()
 
 
 def test_the_sampling_rule_is_opentelemetrys_trace_id_ratio() -> None:
@@ -137,11 +150,13 @@ def test_locust_requests_carry_the_sampled_flag_and_log_the_client_span(monkeypa
         flags.append(ctx["sampled"])
     assert 120 < sum(flags) < 280
     # The log line ends with the client span id and the sampled flag.
-    monkeypatch.setattr(locustfile, "_runner", object())  # "somewhere to send": the line is buffered
-    monkeypatch.setattr(locustfile, "_buffer", [])
-    locustfile._log_request("GET", "sync/seed", 12.0, 100, response=None,
-                            context=client.calls[0]["context"], start_time=100.0)
-    fields = locustfile._buffer[0].rstrip("\n").split("\t")
+    from asyncprof.loadgen import request_listener
+
+    monkeypatch.setattr(request_listener, "_runner", object())  # "somewhere to send": the line is buffered
+    monkeypatch.setattr(request_listener, "_buffer", [])
+    request_listener._log_request("GET", "sync/seed", 12.0, 100, response=None,
+                                  context=client.calls[0]["context"], start_time=100.0)
+    fields = request_listener._buffer[0].rstrip("\n").split("\t")
     assert len(fields) == len(REQUEST_LOG_HEADER.split("\t")) == 10
     assert fields[8] == client.calls[0]["context"]["span_id"] and fields[9] == ("1" if flags[0] else "0")
 

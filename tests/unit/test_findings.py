@@ -91,6 +91,82 @@ def test_thread_hops_name_their_sites_and_use_the_larger_share() -> None:
     assert "async" in f.try_
 
 
+#: What an ASGI worker of the shop fixture reports (middleware_check.sync_only_middleware).
+SHOP_MIDDLEWARE = [
+    {"path": "django.middleware.security.SecurityMiddleware", "kind": "sync_hooks",
+     "hooks": ["process_request", "process_response"], "hops": 0},
+    {"path": "django.middleware.common.CommonMiddleware", "kind": "sync_hooks",
+     "hooks": ["process_request", "process_response"], "hops": 0},
+    {"path": "thirdparty.middleware.LegacyMiddleware", "kind": "sync_only", "hooks": [], "hops": 2,
+     "thread_with": []},
+    {"path": "catalog.middleware.RequestTimingMiddleware", "kind": "sync_only", "hooks": [], "hops": 2,
+     "thread_with": ["django.middleware.security.SecurityMiddleware", "django.middleware.common.CommonMiddleware"]},
+    {"path": "catalog.middleware.AuditMiddleware", "kind": "sync_hooks", "hooks": ["process_request"], "hops": 1},
+    {"path": "django.middleware.clickjacking.XFrameOptionsMiddleware", "kind": "sync_hooks",
+     "hooks": ["process_response"], "hops": 1},
+]
+
+
+def hop_inputs(**kw: Any) -> FindingInputs:
+    base: dict[str, Any] = {
+        "interface": "asgi", "attribution_ms": breakdown(thread_hop=12.0), "hops_per_request": 6.0,
+        "hop_sites": {"SecurityMiddleware": 100, "catalog.middleware.shop_headers.<locals>.async_middleware": 100,
+                      "XFrameOptionsMiddleware.process_response": 100},
+        "worker_requests": 100,
+    }
+    base.update(kw)
+    return FindingInputs(**base)
+
+
+def test_thread_hops_name_the_users_sync_only_middleware_first() -> None:
+    (f,) = diagnose(hop_inputs(sync_middleware=SHOP_MIDDLEWARE, app_packages=("catalog",))).findings
+    timing = "catalog.middleware.RequestTimingMiddleware"
+    assert f.detail.startswith(f"your middleware {timing} is sync-only: Django runs it in a thread on every "
+                               "request (2 hops per request; SecurityMiddleware, CommonMiddleware run in that "
+                               "thread too)")
+    assert "your middleware catalog.middleware.AuditMiddleware runs its sync process_request in a thread" in f.detail
+    # Third-party sync-only middleware is named after the user's own; Django's stock ones are not.
+    assert f.detail.index("middleware thirdparty.middleware.LegacyMiddleware is sync-only") > f.detail.index(timing)
+    assert "XFrameOptionsMiddleware" not in f.detail.split("hops per request, caused by")[0]
+    assert "SecurityMiddleware (1.0/request)" in f.detail  # the hop sites are still quoted
+    assert f.try_.startswith(f"make {timing} async-capable")
+    assert "catalog.middleware.AuditMiddleware's process_request" in f.try_
+    assert "thirdparty" not in f.try_  # not the user's code to change
+    listed = f.evidence["sync_middleware"]
+    assert [(m["path"], m["yours"]) for m in listed] == [
+        (timing, True), ("catalog.middleware.AuditMiddleware", True), ("thirdparty.middleware.LegacyMiddleware", False)]
+    assert f.share == pytest.approx(0.12)  # what the finding weighs is unchanged
+
+
+def test_thread_hops_without_app_packages_still_name_sync_only_middleware() -> None:
+    (f,) = diagnose(hop_inputs(sync_middleware=SHOP_MIDDLEWARE)).findings
+    assert f.detail.startswith("middleware thirdparty.middleware.LegacyMiddleware is sync-only")
+    assert "middleware catalog.middleware.RequestTimingMiddleware is sync-only" in f.detail
+    assert "AuditMiddleware" not in f.detail  # sync hooks are only named in the user's own middleware
+    assert "your middleware" not in f.detail and f.try_.startswith("make the middleware async-capable")
+
+
+def test_thread_hops_without_middleware_reports_are_unchanged() -> None:
+    plain = diagnose(hop_inputs()).findings[0]
+    packaged = diagnose(hop_inputs(app_packages=("catalog",), sync_middleware=[
+        {"path": "django.middleware.common.CommonMiddleware", "kind": "sync_hooks", "hooks": ["process_request"],
+         "hops": 1},
+        {"path": "catalog.Broken", "kind": "unimportable", "hooks": [], "hops": None, "error": "ImportError: x"},
+        {"kind": "sync_only"},  # malformed: no path
+    ])).findings[0]
+    assert plain == packaged
+    assert plain.detail.startswith("6.0 sync<->async hops per request, caused by SecurityMiddleware (1.0/request)")
+    assert "sync_middleware" not in plain.evidence
+    assert plain.try_.startswith("make the middleware async-capable")
+
+
+def test_thread_hops_app_packages_match_dotted_prefixes() -> None:
+    (f,) = diagnose(hop_inputs(sync_middleware=SHOP_MIDDLEWARE, app_packages=("catalog.middleware",))).findings
+    assert "your middleware catalog.middleware.RequestTimingMiddleware" in f.detail
+    (g,) = diagnose(hop_inputs(sync_middleware=SHOP_MIDDLEWARE, app_packages=("cat",))).findings
+    assert "your middleware" not in g.detail  # a prefix of a name is not its package
+
+
 def test_thread_hops_from_the_cpu_profile_alone() -> None:
     """Without accounting (instrument off) py-spy's thread_pool share still names the hops."""
     at = titles(interface="asgi", cpu_shares={"thread_pool": F.CPU_SHARE})

@@ -123,7 +123,7 @@ def test_stacks_without_python_frames_are_one_thread_pool_frame(tmp_path: Path) 
 @pytest.mark.parametrize(("instruments", "config", "interval"), [
     ({"rate_hz": 100}, {}, 10.0),
     ({}, {"pyspy_rate": 50}, 20.0),
-    ({}, {}, 50.0),  # the recorder's default, 20 Hz
+    ({}, {}, 50.0),  # a manifest without the rate: recorded when 20 Hz was the default
 ])
 def test_sample_interval_comes_from_the_manifest(tmp_path: Path, instruments: dict[str, Any],
                                                  config: dict[str, Any], interval: float) -> None:

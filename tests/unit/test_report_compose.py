@@ -156,7 +156,7 @@ def test_interrupted_run_with_torn_files(tmp_path: Path) -> None:
     assert "1 damaged lines in accounting/*.tsv" in warnings
     assert "12.json is unreadable" in warnings
     assert "pid 11" in warnings  # records without a summary
-    assert "only 15 of 20 requests have an accounting record" in warnings
+    assert "only 15 of the 20 requests have an accounting record" in warnings
     assert report["attribution_ms"]["cpu"] == 3.0
     assert_renders(report)
 

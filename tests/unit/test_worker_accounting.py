@@ -370,7 +370,8 @@ def test_steps_cpu_and_ready_wait(loop: asyncio.AbstractEventLoop) -> None:
 def test_no_hog_no_event_loop_time(loop: asyncio.AbstractEventLoop) -> None:
     """The same request alone on the loop waits for nothing: event_loop is (almost) zero."""
     rec, _ = run_fake_request(loop, own_cpu_ms=10, hog_cpu_ms=0, sleep_s=0.01)
-    assert rec.event_loop <= 1 * MS, ms(rec.event_loop)
+    # a few step switches, plus slack for a busy 2-core machine: still a tenth of the hog case
+    assert rec.event_loop <= 3 * MS, ms(rec.event_loop)
     assert 9.5 * MS <= rec.cpu <= 15 * MS, ms(rec.cpu)
 
 
@@ -542,7 +543,8 @@ def test_sync_to_async_hops_are_counted_and_timed(loop: asyncio.AbstractEventLoo
     assert (n + 1) * 4.9 * MS <= rec.cpu <= (n + 1) * 5 * MS + 8 * MS, detail  # the hop threads' CPU is the request's
     assert rec.hop_inner_wall >= (n + 1) * 4.9 * MS, detail
     assert 0 <= rec.thread_hop <= 40 * MS, detail
-    assert call_hooks.HOP_SITES == Counter({"hop_work": n, "Middleware.process_request": 1})
+    # The test's own functions are qualified with their module (Django's would not be).
+    assert call_hooks.HOP_SITES == Counter({f"{__name__}.hop_work": n, f"{__name__}.Middleware.process_request": 1})
     assert explained(rec) <= wall + MS // 10, detail
 
 
@@ -581,7 +583,7 @@ def test_async_to_sync_wait_is_thread_hop(real_threads: bool) -> None:
     assert box["result"] == 7 and rec.hops == 1
     assert 19 * MS <= rec.thread_hop <= 80 * MS, ms(rec.thread_hop)
     assert rec.blocked_known == rec.thread_hop  # so it is not reported as gil_wait too
-    assert call_hooks.HOP_SITES["test_async_to_sync_wait_is_thread_hop.<locals>.coroutine"] == 1
+    assert call_hooks.HOP_SITES[f"{__name__}.test_async_to_sync_wait_is_thread_hop.<locals>.coroutine"] == 1
 
 
 # --- blocking calls ----------------------------------------------------------------------------
@@ -873,7 +875,9 @@ def test_the_requests_own_work_during_the_calls_is_not_upstream_wait(loop: async
     detail = str({"wall": ms(wall), "upstream": ms(rec.upstream_wait), "cpu": ms(rec.cpu),
                   "event_loop": ms(rec.event_loop), "rd": ms(rec.run_delay), "explained": ms(explained(rec))})
     assert rec.cpu >= 19.9 * MS, detail
-    assert rec.upstream_wait <= (UPSTREAM_DELAY_MS - 20 + 10) * MS, detail
+    # the burn is not also upstream_wait: on a quiet machine about delay - 20 ms; on a busy one the
+    # upstream answers late, but the burn's 20 ms still leave the union
+    assert rec.upstream_wait <= max(UPSTREAM_DELAY_MS - 20 + 10, ms(wall) - 19) * MS, detail
     # preempted while burning (a busy machine), the request ran longer: os_run_queue, not upstream_wait
     assert rec.upstream_wait + rec.cpu + rec.run_delay + rec.event_loop >= (UPSTREAM_DELAY_MS - 1) * MS, detail
     assert explained(rec) <= wall + MS // 10, detail

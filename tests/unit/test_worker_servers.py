@@ -230,7 +230,8 @@ def test_gevent_accounting_charges_each_greenlet_only_its_own_time() -> None:
     assert 38 * ms <= b["cpu"] <= 46 * ms, detail
     # A's switched-out time: the 10 ms it asked to sleep is blocking, the wait for B is event_loop
     assert 9 * ms <= a["blocking"] <= 13 * ms, detail
-    assert 25 * ms <= a["event_loop"] + a["run_delay"] <= 40 * ms + a["run_delay"], detail
+    # (B's burn takes longer on a busy machine by B's own preemption: A waits through that too)
+    assert 25 * ms <= a["event_loop"] + a["run_delay"] <= 40 * ms + a["run_delay"] + b["run_delay"], detail
     assert b["blocking"] == 0 and b["event_loop"] < 2 * ms, detail
     for r in recs.values():  # every nanosecond of a request's wall time is in exactly one place
         parts = r["cpu"] + r["run_delay"] + r["offcpu"] + r["blocking"] + r["event_loop"] + r["db_wait"]

@@ -74,6 +74,18 @@ class Totals:
         self.pool_wait_us += sum(group.columns["pool_wait_us"])
         self.upstream_calls += sum(group.columns["upstream_calls"])
 
+    def add_totals(self, other: "Totals") -> None:
+        """Add another set's sums (the same result as adding its groups again: integer sums are exact,
+        and each group's latency enters as the one ``fsum`` both would add)."""
+        self.requests += other.requests
+        self.latency_ms += other.latency_ms
+        for c in self.us:
+            self.us[c] += other.us[c]
+        self.hops += other.hops
+        self.queries += other.queries
+        self.pool_wait_us += other.pool_wait_us
+        self.upstream_calls += other.upstream_calls
+
     def add_request(self, latency_ms: float, record: Mapping[str, int]) -> None:
         self.requests += 1
         self.latency_ms += latency_ms
@@ -105,9 +117,9 @@ class Attribution:
     """The aggregated breakdown of one run's measured window (see the module docstring).
 
     ``overall``/``slowest``/``endpoints`` are sums; ``client_requests`` counts the window's
-    client requests (matched or not); ``sum_check`` = mean over matched requests (latency > 0)
-    of |client latency − the measured categories without ``other``| / client latency, i.e. the
-    share of the latency the hooks did not explain (``other`` included, the sum is exact).
+    client requests in the sample (matched or not; all of them when every request was followed);
+    ``sum_check`` = mean over matched requests (latency > 0) of |client latency − the measured
+    categories without ``other``| / client latency, i.e. the share of the latency the hooks did not explain (``other`` included, the sum is exact).
     """
 
     overall: Totals
@@ -158,7 +170,7 @@ def attribute(log: RequestLog, joined: JoinedRecords) -> Attribution:
     for name, group in joined.groups.items():
         totals = endpoints[name] = Totals()
         totals.add_group(group, latencies[name])
-        overall.add_group(group, latencies[name])
+        overall.add_totals(totals)  # not add_group again: a million records summed once, not twice
         rel, n = _unexplained(group, latencies[name])
         unexplained += rel
         positive += n
@@ -166,7 +178,8 @@ def attribute(log: RequestLog, joined: JoinedRecords) -> Attribution:
         overall=overall,
         slowest=_slowest(joined.groups, latencies, overall.requests),
         endpoints=endpoints,
-        client_requests=len(log),
+        # Only requests in the sample (the load generator's sampled flag) are owed a record.
+        client_requests=sum(log.sampled) if len(log.sampled) == len(log) else len(log),
         records=joined.records,
         skipped_lines=joined.skipped_lines,
         sum_check=unexplained / positive if positive else None,

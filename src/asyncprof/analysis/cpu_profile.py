@@ -1,8 +1,9 @@
 """A run's on-CPU profile: where the workers' CPU went, by category, from py-spy's samples.
 
-``cpu_profile(samples_path)`` streams a collapsed-stack file once, drops idle samples
+``cpu_profile(samples_path)`` streams a collapsed-stack file once (or takes the
+:class:`~asyncprof.analysis.stacks.StackTally` the report already read it into), drops idle samples
 (``stacks.Stack.idle``: the leaf-frame table) and classifies the rest with the rule table of
-``asyncprof.analysis.categories``.  Pure: it reads only *samples_path*.
+``asyncprof.analysis.categories``, once per distinct stack.  Pure: it reads only *samples_path*.
 
 What "on-CPU" means depends on how the file was recorded:
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncprof.analysis.categories import CATEGORIES, NO_FRAMES, Rule, build_classifier, function_name
-from asyncprof.analysis.stacks import iter_stacks
+from asyncprof.analysis.stacks import StackTally, tally_stacks
 
 TOP_FUNCTIONS = 5
 
@@ -58,6 +59,8 @@ class CpuProfile:
     top_functions: dict[str, list[FunctionShare]]
     on_cpu_by_pid: dict[int, int]
     app_packages: tuple[str, ...] = field(default=())
+    skipped_lines: int = 0  # lines of the file that were not collapsed stacks (skipped)
+    unreadable: str | None = None  # why the file could not be (wholly) read, if it could not
 
     @property
     def shares(self) -> dict[str, float]:
@@ -88,9 +91,13 @@ class CpuProfile:
         }
 
 
-def cpu_profile(samples_path: Path, app_packages: Sequence[str] = (),
+def cpu_profile(samples_path: Path | StackTally, app_packages: Sequence[str] = (),
                 extra_rules: Sequence[Rule] = ()) -> CpuProfile:
-    """Classify the on-CPU samples of a py-spy collapsed file (streamed; missing file = empty profile).
+    """Classify the on-CPU samples of a py-spy collapsed file (streamed; missing file = empty profile),
+    or of the :func:`~asyncprof.analysis.stacks.tally_stacks` of one.
+
+    Skips and counts (``skipped_lines``) the lines that are not collapsed stacks; an unreadable
+    file gives the profile of what was read before (nothing if it could not be opened).
 
     *app_packages* are added to ``categories.DEFAULT_APP_PACKAGES`` as the ``app`` category;
     *extra_rules* are tried before every other rule.
@@ -100,7 +107,8 @@ def cpu_profile(samples_path: Path, app_packages: Sequence[str] = (),
     by_category: Counter[str] = Counter()
     by_function: dict[str, Counter[str]] = {c: Counter() for c in CATEGORIES}
     by_pid: Counter[int] = Counter()
-    for stack in iter_stacks(samples_path):
+    tally = samples_path if isinstance(samples_path, StackTally) else tally_stacks(samples_path)
+    for stack in tally.stacks():
         total += stack.count
         if stack.idle or stack.count == 0:
             continue
@@ -126,4 +134,6 @@ def cpu_profile(samples_path: Path, app_packages: Sequence[str] = (),
         top_functions={c: top(by_function[c]) for c in CATEGORIES},
         on_cpu_by_pid=dict(sorted(by_pid.items())),
         app_packages=classifier.app_packages,
+        skipped_lines=tally.skipped_lines,
+        unreadable=tally.unreadable,
     )

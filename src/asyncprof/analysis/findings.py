@@ -17,6 +17,7 @@ module does not know (a newer attribution) still get a finding when they are a l
 latency (:func:`_new_categories`).
 """
 
+import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,12 @@ class FindingInputs:
     ``locust_cores``: the load generator's CPU over the window in cores.  ``mode``: the worker
     mode that ran (the manifest's ``server.mode``); ``threads``: its ``server.threads``;
     ``worker_connections``: what gevent workers reported; ``users``: the closed-loop users.
+    ``sync_middleware``: the middleware Django adapts under ASGI, as the workers reported them
+    (:func:`asyncprof.worker.middleware_check.sync_only_middleware`: ``path``, ``kind``, ``hooks``,
+    ``hops``, ``thread_with``), outermost first; ``app_packages``: the user's own top-level
+    packages (dotted prefixes), whose middleware the hop finding names first.  ``faults``: the report's
+    ``faults`` (workers that died, the database lost: :func:`asyncprof.analysis.summary.faults_and_errors`);
+    ``errors_by_class``: its ``errors_by_class``.
     """
 
     interface: str | None = None
@@ -105,6 +112,10 @@ class FindingInputs:
     threads: int | None = None
     worker_connections: int | None = None
     users: int | None = None
+    sync_middleware: Sequence[Mapping[str, Any]] = ()
+    app_packages: Sequence[str] = ()
+    faults: Sequence[Mapping[str, Any]] = ()
+    errors_by_class: Sequence[Mapping[str, Any]] = ()
 
     @property
     def latency_ms(self) -> float | None:
@@ -189,7 +200,7 @@ class Diagnosis:
 
 def diagnose(inp: FindingInputs) -> Diagnosis:
     """Every finding whose threshold is met, ranked; validity from the load generator and errors."""
-    validity = [f for f in (_load_generator(inp), _errors(inp)) if f is not None]
+    validity = [f for f in (*_faults(inp), _load_generator(inp), _errors(inp)) if f is not None]
     causes = [f for check in _CAUSES if (f := check(inp)) is not None]
     causes += _new_categories(inp)
     causes.sort(key=lambda f: -(f.share or 0.0))
@@ -261,12 +272,100 @@ def _load_generator(inp: FindingInputs) -> Finding | None:
 def _errors(inp: FindingInputs) -> Finding | None:
     if inp.error_rate is None or inp.error_rate <= ERROR_RATE:
         return None
+    classes = ", ".join(f"{c.get('requests')} {c.get('class')}" for c in inp.errors_by_class[:TOP])
     return Finding(
         title="Errors above 1%",
-        detail=f"{inp.error_rate:.1%} of requests failed: their latency is that of failures (share: not applicable)",
+        detail=f"{inp.error_rate:.1%} of requests failed{f' ({classes})' if classes else ''}: their latency is "
+               "that of failures (share: not applicable)",
         share=None, share_of="validity",
-        evidence={"kind": "errors", "error_rate": inp.error_rate},
+        evidence={"kind": "errors", "error_rate": inp.error_rate, "errors_by_class": list(inp.errors_by_class)},
         try_="read logs/server.log and logs/locust.log; lower the load until errors stop",
+    )
+
+
+#: What a worker's end says, by signal, for the advice.
+_SIGNAL_ADVICE = {
+    "SIGKILL": "SIGKILL with nothing else in the log is usually the kernel's out-of-memory killer (dmesg or "
+               "journalctl -k: 'Out of memory'; watch the workers' memory) or someone's kill -9",
+    "SIGABRT": "gunicorn sends SIGABRT to a worker silent for longer than its --timeout (30 s): look for a request "
+               "that blocks, or raise the timeout",
+    "SIGSEGV": "a crash in C code (a driver or an extension module): run the worker under faulthandler "
+               "(PYTHONFAULTHANDLER=1) to see where",
+}
+
+
+def _signal_number(name: str) -> str:
+    """``signal 9, SIGKILL`` for ``SIGKILL``; *name* alone when it is not a signal here (``signal 34``)."""
+    try:
+        return f"signal {signal.Signals[name].value}, {name}"
+    except KeyError:
+        return name
+
+
+def _faults(inp: FindingInputs) -> list[Finding]:
+    """A validity finding per fault during the run: a worker that died, the database gone."""
+    out = []
+    for f in inp.faults:
+        if f.get("kind") == "worker_died":
+            out.append(_worker_died(f))
+        elif f.get("kind") == "database_lost":
+            out.append(_database_lost(f))
+    return out
+
+
+def _at(f: Mapping[str, Any]) -> str:
+    t = f.get("t_s")
+    if not isinstance(t, (int, float)):
+        return "during the run"
+    return f"{t:.1f} s into the measured window" if t >= 0 else f"{-t:.1f} s before the measured window"
+
+
+def _worker_died(f: Mapping[str, Any]) -> Finding:
+    pid, new, sig, code = f.get("pid"), f.get("replaced_by"), f.get("signal"), f.get("exit_code")
+    how = _signal_number(sig) if sig else f"exit code {code}" if code is not None else \
+        "cause not in the server log"
+    parts = [f"worker PID {pid} died mid-run ({how}) {_at(f)}"]
+    if new is not None:
+        after = f.get("replacement_after_s")
+        parts[0] += f" and was replaced by PID {new}" + (f", ready {after:.1f} s later" if after is not None else "")
+    elif f.get("t_s") is not None:  # seen by the recorder, which would have seen a replacement
+        parts[0] += " and was not replaced while the run went on"
+    failed = f.get("failed_requests")
+    if failed is not None:
+        t = f.get("t_s")
+        parts.append(f"{failed} request{'s' if failed != 1 else ''} failed around "
+                     f"{t:.1f} s" if isinstance(t, (int, float)) else f"{failed} requests failed")
+        if not failed:
+            parts[-1] += (" (Locust's HTTP client, geventhttpclient, sends a GET again on a new connection when "
+                          "one closes before the answer: the requests the worker held were answered late, not lost)")
+    if f.get("gap_throughput_rps") is not None and f.get("other_throughput_rps") is not None:
+        parts.append(f"throughput while it was missing: {f['gap_throughput_rps']:.0f} req/s against "
+                     f"{f['other_throughput_rps']:.0f} the rest of the window")
+    advice = _SIGNAL_ADVICE.get(str(sig), "read logs/server.log around that time for why it ended")
+    return Finding(
+        title=f"Worker {pid} died mid-run",
+        detail="; ".join(parts) + ": the window's throughput and latency include the gap (share: not applicable)",
+        share=None, share_of="validity",
+        evidence={"kind": "worker_died", **{k: f.get(k) for k in (
+            "pid", "signal", "exit_code", "replaced_by", "t_s", "replacement_after_s", "failed_requests", "gap_s",
+            "gap_throughput_rps", "other_throughput_rps")}},
+        try_=f"{advice}; then record again for numbers without the gap",
+    )
+
+
+def _database_lost(f: Mapping[str, Any]) -> Finding:
+    failed, after = f.get("failed_requests"), f.get("requests_after")
+    of = f" of the {after} requests from then on" if isinstance(after, int) else ""
+    return Finding(
+        title="Database unavailable mid-run",
+        detail=f"the database stopped {_at(f)} ({f.get('detail') or 'no detail'}): {failed}{of} failed as "
+               "'database unavailable' (share: not applicable)",
+        share=None, share_of="validity",
+        evidence={"kind": "database_lost", **{k: f.get(k) for k in ("t_s", "detail", "failed_requests",
+                                                                    "requests_after")}},
+        try_="find why it stopped (the embedded server's log is the log file in its data directory, "
+             "$ASYNCPROF_PGDATA; an external server's own log), then record again: asyncprof stops a run "
+             "whose database is gone",
     )
 
 
@@ -320,23 +419,87 @@ def _thread_hops(inp: FindingInputs) -> Finding | None:
     named = ", ".join(f"{s['site']} ({s['per_request']}/request)" if s["per_request"] is not None else s["site"]
                       for s in sites)
     hops = f"{inp.hops_per_request:.1f} sync<->async hops per request" if inp.hops_per_request is not None else "hops"
-    parts = [hops + (f", caused by {named}" if named else "")]
+    culprits = _hop_middleware(inp)
+    parts = [_middleware_sentence(m) for m in culprits]
+    parts.append(hops + (f", caused by {named}" if named else ""))
     if lat_share is not None:
         parts.append(f"crossing them costs {_of_latency(inp, 'thread_hop')}, and each one returns through "
                      "the event loop's queue (that wait is in event_loop)")
     if cpu_share is not None:
         parts.append(f"thread creation, executor queues and asgiref take {cpu_share:.0%} of the workers' CPU")
+    evidence: dict[str, Any] = {
+        "hops_per_request": inp.hops_per_request, "hop_sites": sites, "thread_hop_ms": _ms(inp, "thread_hop"),
+        "thread_hop_latency_share": lat_share, "cpu_thread_pool_share": cpu_share,
+        "top_functions": inp.top_functions("thread_pool"),
+    }
+    if culprits:  # absent without the workers' report, so older runs read as before
+        evidence["sync_middleware"] = culprits
+    generic = ("make the middleware async-capable (async_capable = True with an async __acall__) or drop "
+               "sync-only middleware; avoid sync signal receivers and sync ORM calls in async views; "
+               "or serve sync views under WSGI (--mode sync, gthread or gevent)")
     return Finding(
         title="Thread hops from sync code under ASGI",
         detail="; ".join(parts) + f" (share of {share_of})",
         share=share, share_of=share_of,
-        evidence={"hops_per_request": inp.hops_per_request, "hop_sites": sites, "thread_hop_ms": _ms(inp, "thread_hop"),
-                  "thread_hop_latency_share": lat_share, "cpu_thread_pool_share": cpu_share,
-                  "top_functions": inp.top_functions("thread_pool")},
-        try_="make the middleware async-capable (async_capable = True with an async __acall__) or drop "
-             "sync-only middleware; avoid sync signal receivers and sync ORM calls in async views; "
-             "or serve sync views under WSGI (--mode sync, gthread or gevent)",
+        evidence=evidence,
+        try_=_join((*(_middleware_fix(m) for m in culprits if m["yours"]), generic)),
     )
+
+
+def _in_packages(path: str, packages: Sequence[str]) -> bool:
+    """Whether the dotted *path* lies in one of *packages* (``catalog`` holds ``catalog.middleware.X``)."""
+    return any(path == p or path.startswith(p + ".") for p in (q.strip().strip(".") for q in packages) if p)
+
+
+def _short_middleware(path: str) -> str:
+    """Django's own middleware by class name (as the hop sites name it), the rest by full path."""
+    return path.rsplit(".", 1)[-1] if path.startswith("django.") else path
+
+
+def _hop_middleware(inp: FindingInputs) -> list[dict[str, Any]]:
+    """The reported middleware worth naming, the user's own first, each with ``yours`` set.
+
+    Named: every sync-only middleware (Django runs it in a thread), and the user's own whose sync
+    hooks cross on every request.  Django's stock middleware with sync hooks is left to the hop
+    sites, which already name it (``CommonMiddleware.process_request``).
+    """
+    yours: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for m in inp.sync_middleware:
+        path, kind = m.get("path"), m.get("kind")
+        if not isinstance(path, str) or path in seen:
+            continue
+        seen.add(path)
+        mine = _in_packages(path, inp.app_packages)
+        hops = m.get("hops") if isinstance(m.get("hops"), int) else None
+        if kind == "sync_only" or (kind == "sync_hooks" and mine and hops):
+            entry = {"path": path, "kind": kind, "hooks": [str(h) for h in m.get("hooks") or ()], "hops": hops,
+                     "thread_with": [str(p) for p in m.get("thread_with") or ()], "yours": mine}
+            (yours if mine else others).append(entry)
+    return yours + others
+
+
+def _middleware_sentence(m: Mapping[str, Any]) -> str:
+    """One middleware's part of the detail: what Django does with it, and the hops it costs."""
+    owner = "your middleware" if m["yours"] else "middleware"
+    hops = f"{m['hops']} hop{'s' if m['hops'] != 1 else ''} per request" if m["hops"] is not None else None
+    if m["kind"] == "sync_only":
+        along = [_short_middleware(p) for p in m["thread_with"]]
+        extra = [x for x in (hops, f"{', '.join(along)} run in that thread too" if along else None) if x]
+        return (f"{owner} {m['path']} is sync-only: Django runs it in a thread on every request"
+                + (f" ({'; '.join(extra)})" if extra else ""))
+    return (f"{owner} {m['path']} runs its sync {', '.join(m['hooks'])} in a thread on every request"
+            + (f" ({hops})" if hops else ""))
+
+
+def _middleware_fix(m: Mapping[str, Any]) -> str:
+    """What to change in one of the user's own middleware."""
+    if m["kind"] == "sync_only":
+        return (f"make {m['path']} async-capable (async_capable = True and an async __call__/__acall__, or "
+                "django.utils.decorators.sync_and_async_middleware) or remove it")
+    return (f"move the work of {m['path']}'s {', '.join(m['hooks'])} into an async __acall__ (MiddlewareMixin "
+            f"runs sync hooks through sync_to_async) or drop {'it' if len(m['hooks']) == 1 else 'them'}")
 
 
 def _db_connect(inp: FindingInputs) -> Finding | None:

@@ -43,7 +43,6 @@ from asyncprof.analysis.categories import CATEGORIES, NO_FRAMES, Classifier, bui
 from asyncprof.analysis.requests import read_request_log
 from asyncprof.analysis.stacks import Stack, parse_line
 from asyncprof.analysis.summary import measured_window
-from asyncprof.config import DEFAULT_PYSPY_RATE
 from asyncprof.errors import AsyncprofError, CorruptRunError, UsageError
 from asyncprof.run import Run
 
@@ -52,6 +51,9 @@ ROOT_NAME = "all"
 ROOT_CATEGORY = "all"
 #: The legend's name for frames whose samples are all waiting (``--wall`` only).
 WAITING = "waiting"
+
+#: The rate of runs whose manifest does not say it: they were recorded when 20 Hz was the default.
+OLD_DEFAULT_PYSPY_RATE = 20
 
 
 @dataclass
@@ -202,12 +204,12 @@ def _iter_file(path: Path, counts: dict[str, int]) -> Iterator[Stack]:
 
 
 def sample_rate(run: Run) -> int:
-    """py-spy's samples per second for *run*: the manifest's rate, else the recorder's default."""
+    """py-spy's samples per second for *run*: the manifest's rate, else the default of when it lacked one."""
     pyspy = _dict(_dict(run.manifest.get("instruments")).get("pyspy"))
     for value in (pyspy.get("rate_hz"), _dict(run.manifest.get("config")).get("pyspy_rate")):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return int(value)
-    return DEFAULT_PYSPY_RATE
+    return OLD_DEFAULT_PYSPY_RATE
 
 
 def window_requests(run: Run) -> int:

@@ -159,7 +159,8 @@ def _convert(tails: list[bytes], width: int) -> tuple[array, range | list[int]]:
     One orjson call turns ``1\\t2\\t3…`` into ints far faster than ``int()`` per field.  Only
     when that fails (a damaged line: a letter, an empty field, a float, a sign, a comma, a
     leading zero JSON refuses, a number beyond 64 bits) are the lines converted one by one, and
-    a line that is not exactly *width* runs of ASCII digits is left out.
+    a line that is not exactly *width* runs of ASCII digits of a 64-bit integer is left out (never
+    an exception: the caller counts what was left out as damaged lines).
     """
     joined = b"\t".join(tails)
     # Only digits and tabs (no sign, dot, comma, letter, space: JSON would take some of those),
@@ -178,7 +179,7 @@ def _convert(tails: list[bytes], width: int) -> tuple[array, range | list[int]]:
             continue
         try:
             row = array("q", map(int, fields))
-        except OverflowError:
+        except (OverflowError, ValueError):  # beyond 64 bits, or beyond int()'s 4300-digit limit
             continue
         flat.extend(row)
         kept.append(i)
@@ -208,7 +209,10 @@ class WorkerSummaries:
     ``workers``: the readable summaries as written.  ``interface``/``loop``: the value all
     readable summaries agree on (None if none say, ``"mixed"`` if they disagree).  Sums are over
     the workers that reported the field (None if none did).  ``hook_cost_us_per_request`` is the
-    request-weighted mean.  ``missing_pids``: record files without a summary.
+    request-weighted mean.  ``requests``: every request the workers served; ``accounted``: those in
+    the sample, with a record (the hop-site counts are over these; equal to ``requests`` in runs
+    that followed every request, and in summaries older than sampling).  ``missing_pids``: record
+    files without a summary.
     """
 
     workers: list[dict[str, Any]] = field(default_factory=list)
@@ -217,6 +221,7 @@ class WorkerSummaries:
     ready_wait_measured: bool | None = None
     hop_sites: Counter[str] = field(default_factory=Counter)
     requests: int = 0
+    accounted: int = 0
     loop_thread_cpu_s: float | None = None
     steps_cpu_s: float | None = None
     hook_cost_us_per_request: float | None = None
@@ -230,6 +235,7 @@ class WorkerSummaries:
             "loop": self.loop,
             "ready_wait_measured": self.ready_wait_measured,
             "requests": self.requests,
+            "accounted": self.accounted,
             "hop_sites": dict(self.hop_sites.most_common()),
             "loop_thread_cpu_s": _round(self.loop_thread_cpu_s, 3),
             "steps_cpu_s": _round(self.steps_cpu_s, 3),
@@ -275,6 +281,7 @@ def _combine(out: WorkerSummaries) -> None:
     for w in out.workers:
         requests = _int(w.get("requests"))
         out.requests += requests
+        out.accounted += _int(w.get("records_written", requests))
         sites = w.get("hop_sites")
         if isinstance(sites, Mapping):
             for site, count in sites.items():

@@ -20,10 +20,13 @@ from typing import Any
 from asyncprof.analysis.attached import apply_run_kind
 from asyncprof.analysis.attribution import Attribution, attribute
 from asyncprof.analysis.capacity import CapacityInputs, assess_capacity
+from asyncprof.analysis.categories import DEFAULT_APP_PACKAGES
 from asyncprof.analysis.cpu_profile import CpuProfile, cpu_profile
 from asyncprof.analysis.findings import Diagnosis, FindingInputs, diagnose
+from asyncprof.analysis.instrument_cost import instrument_cost
 from asyncprof.analysis.records import JoinedRecords, WorkerSummaries, read_records, read_worker_summaries
 from asyncprof.analysis.requests import RequestLog, read_request_log
+from asyncprof.analysis.stacks import StackTally, tally_stacks
 from asyncprof.analysis.summary import measured_window, summarize
 from asyncprof.run import Run
 from asyncprof.worker.record_format import ACCOUNTING_DIR
@@ -36,18 +39,20 @@ MIN_MATCH_RATE = 0.99
 def build_report(run: Run) -> dict[str, Any]:
     """The report dict: everything :func:`summarize` gives, plus the keys listed in the README."""
     full_log = read_request_log(run.requests_path)
-    report = summarize(run, full_log)
+    log = full_log.window(*measured_window(run, full_log))
+    stacks = tally_stacks(run.pyspy_dir / "samples.txt")  # read once: the sample counts and the CPU profile
+    report = summarize(run, full_log, stacks, log)
+    del full_log  # only the window is read from here on: its columns' memory back before the records'
     apply_run_kind(run.manifest, report)  # attach runs: what is missing, before the findings read the report
     warnings: list[str] = report["warnings"]
     manifest = run.manifest
     if manifest.get("status") in ("interrupted", "failed"):
         warnings.append(f"the run's status is {manifest['status']}: "
                         "the report covers what was recorded before it stopped")
-    log = full_log.window(*measured_window(run, full_log))
 
     attribution, workers = _attribution(run, log, warnings)
     _add_attribution(report, attribution, workers)
-    profile = _cpu_profile(run, warnings)
+    profile = _cpu_profile(run, stacks, warnings)
     report["cpu_profile"] = {c: round(s, 4) for c, s in profile.shares.items()} if profile else None
     report["cpu_profile_top"] = (
         {c: [{"function": f.function, "share": round(f.share, 4)} for f in fs]
@@ -55,6 +60,8 @@ def build_report(run: Run) -> dict[str, Any]:
         if profile else None
     )
     report["instruments"]["pyspy"]["on_cpu_samples"] = profile.on_cpu_samples if profile else 0
+    report["instrument_cost"] = instrument_cost(manifest, run.worker_infos(), workers.workers,
+                                                int(report.get("requests") or 0))
 
     diagnosis = diagnose(_finding_inputs(run, report, workers, profile))
     report["findings"] = [f.to_json() for f in diagnosis.findings]
@@ -83,9 +90,10 @@ def _attribution(run: Run, log: RequestLog, warnings: list[str]) -> tuple[Attrib
             warnings.append(missing)
         return None, workers
     result = attribute(log, joined)
-    if result.matched < MIN_MATCH_RATE * len(log):
-        warnings.append(f"only {result.matched} of {len(log)} requests have an accounting record (below "
-                        f"{MIN_MATCH_RATE:.0%}): the breakdown describes those")
+    owed = result.client_requests  # the requests in the sample: only those are owed a record
+    if result.matched < MIN_MATCH_RATE * owed:
+        warnings.append(f"only {result.matched} of the {owed} {'sampled ' if owed < len(log) else ''}requests "
+                        f"have an accounting record (below {MIN_MATCH_RATE:.0%}): the breakdown describes those")
     return result, workers
 
 
@@ -134,19 +142,15 @@ def _add_attribution(report: dict[str, Any], att: Attribution | None, workers: W
 # --- CPU profile ----------------------------------------------------------------------------------
 
 
-def _cpu_profile(run: Run, warnings: list[str]) -> CpuProfile | None:
-    """The on-CPU profile from py-spy's samples; None without on-CPU samples (the summary says why
-    when there are no samples at all; a warning here when every sample was idle)."""
+def _cpu_profile(run: Run, stacks: StackTally, warnings: list[str]) -> CpuProfile | None:
+    """The on-CPU profile from py-spy's samples (*stacks*: their tally); None without on-CPU samples
+    (the summary says why when there are no samples at all; a warning here when every sample was idle)."""
     path = run.pyspy_dir / "samples.txt"
     if not path.is_file():
         return None
     packages = _dict(run.manifest.get("config")).get("app_packages")
     packages = tuple(str(p) for p in packages) if isinstance(packages, list) else ()
-    try:
-        profile = cpu_profile(path, packages)
-    except OSError as exc:
-        warnings.append(f"cannot read {path.name}: {exc}")
-        return None
+    profile = cpu_profile(stacks, packages)  # an unreadable file is the summary's warning
     if profile.samples and not profile.on_cpu_samples:
         warnings.append(f"py-spy recorded {profile.samples} samples but none on CPU: no CPU profile")
     return profile if profile.on_cpu_samples else None
@@ -178,7 +182,7 @@ def _finding_inputs(run: Run, report: Mapping[str, Any], workers: WorkerSummarie
         hops_per_request=report.get("hops_per_request"),
         queries_per_request=report.get("queries_per_request"),
         hop_sites=dict(workers.hop_sites),
-        worker_requests=workers.requests,
+        worker_requests=workers.accounted,  # the hop sites are counted over the sample
         cpu_shares=profile.shares if profile else None,
         cpu_top=report.get("cpu_profile_top"),
         connections=manifest.get("connections") if isinstance(manifest.get("connections"), str) else None,
@@ -194,6 +198,10 @@ def _finding_inputs(run: Run, report: Mapping[str, Any], workers: WorkerSummarie
         threads=_int(_dict(manifest.get("server")).get("threads")),
         worker_connections=_worker_connections(run),
         users=_closed_loop_users(report),
+        sync_middleware=_sync_middleware(run),
+        app_packages=_app_packages(manifest),
+        faults=report.get("faults") or (),
+        errors_by_class=report.get("errors_by_class") or (),
     )
 
 
@@ -252,6 +260,24 @@ def _worker_connections(run: Run) -> int | None:
     """What gevent workers reported as gunicorn's worker_connections (None for other modes)."""
     values = [w.get("worker_connections") for w in run.worker_infos()]
     return next((v for v in values if _int(v)), None)
+
+
+def _sync_middleware(run: Run) -> list[dict[str, Any]]:
+    """The union of the workers' ``middleware`` reports (by path, first report wins, outermost first)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for info in run.worker_infos():
+        entries = info.get("middleware")
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                seen.setdefault(entry["path"], entry)
+    return list(seen.values())
+
+
+def _app_packages(manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The user's packages (``config.app_packages``) plus asyncprof's own target app."""
+    packages = _dict(manifest.get("config")).get("app_packages")
+    listed = [str(p) for p in packages] if isinstance(packages, list) else []
+    return tuple(dict.fromkeys((*DEFAULT_APP_PACKAGES, *listed)))
 
 
 def _cpus(manifest: Mapping[str, Any]) -> int | None:

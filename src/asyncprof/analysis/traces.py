@@ -240,9 +240,91 @@ def _parse_request(line: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(request, dict) or not isinstance(request.get("resourceSpans"), list):
         return None
-    if not all(isinstance(rs, dict) for rs in request["resourceSpans"]):
+    if not all(_is_resource_spans(rs) for rs in request["resourceSpans"]):
         return None
     return request
+
+
+def _is_resource_spans(rs: Any) -> bool:
+    """True if *rs* has the OTLP shape the export walks: dicts and lists where it expects them
+    (absent or null parts are allowed; spans that are not objects are dropped later)."""
+    if not isinstance(rs, dict):
+        return False
+    resource = rs.get("resource")
+    if resource is not None and (not isinstance(resource, dict) or not _is_attributes(resource.get("attributes"))):
+        return False
+    scope_spans = rs.get("scopeSpans")
+    if scope_spans is None:
+        return True
+    if not isinstance(scope_spans, list):
+        return False
+    for ss in scope_spans:
+        if not isinstance(ss, dict) or not isinstance(ss.get("scope"), (dict, type(None))):
+            return False
+        spans = ss.get("spans")
+        if spans is not None and not isinstance(spans, list):
+            return False
+        if not all(_is_span(span) for span in spans or () if isinstance(span, dict)):
+            return False
+    return True
+
+
+#: Span fields the export reads, and the JSON types it can turn into Jaeger or OTLP/JSON (absent is fine).
+_SPAN_FIELDS: dict[str, tuple[type, ...]] = {
+    "parentSpanId": (str, type(None)), "name": (str, type(None)), "kind": (int, type(None)),
+    "status": (dict, type(None)), "startTimeUnixNano": (str, int, type(None)),
+    "endTimeUnixNano": (str, int, type(None)),
+}
+#: Deeper nested attribute values than this are damage (and would exhaust the decoder's recursion).
+_MAX_VALUE_DEPTH = 32
+
+
+def _is_span(span: dict[str, Any]) -> bool:
+    """True if the fields of *span* the export reads have usable types (times: decimal integers)."""
+    for key, types in _SPAN_FIELDS.items():
+        value = span.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            return False
+    for key in ("startTimeUnixNano", "endTimeUnixNano"):
+        if isinstance(span.get(key), str) and not (span[key].isascii() and span[key].isdigit()):
+            return False
+    return _is_attributes(span.get("attributes"))
+
+
+def _is_attributes(attrs: Any, depth: int = 0) -> bool:
+    """True for an absent (null) or OTLP ``KeyValue`` list: objects with a string ``key`` and a
+    decodable ``value`` (see :func:`_is_any_value`)."""
+    return attrs is None or (isinstance(attrs, list) and all(
+        isinstance(a, dict) and isinstance(a.get("key"), str)
+        and (a.get("value") is None or _is_any_value(a["value"], depth)) for a in attrs))
+
+
+def _is_any_value(value: Any, depth: int = 0) -> bool:
+    """True if :func:`decode_value` (and the Jaeger tags) can decode *value*, an OTLP/JSON ``AnyValue``."""
+    if not isinstance(value, dict) or depth > _MAX_VALUE_DEPTH:
+        return False
+    if "stringValue" in value:
+        return isinstance(value["stringValue"], str)
+    if "boolValue" in value:
+        return isinstance(value["boolValue"], bool)
+    if "intValue" in value:
+        v = value["intValue"]
+        return (isinstance(v, int) and not isinstance(v, bool)) or (
+            isinstance(v, str) and v.lstrip("-").isascii() and v.lstrip("-").isdigit() and len(v) < 40)
+    if "doubleValue" in value:
+        v = value["doubleValue"]
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if "arrayValue" in value or "kvlistValue" in value:
+        inner = value.get("arrayValue", value.get("kvlistValue")) or {}
+        items = inner.get("values", []) if isinstance(inner, dict) else None
+        if not isinstance(items, list):
+            return False
+        if "arrayValue" in value:
+            return all(_is_any_value(v, depth + 1) for v in items)
+        return _is_attributes(items, depth + 1)
+    if "bytesValue" in value:
+        return isinstance(value["bytesValue"], str)
+    return True
 
 
 def endpoint_paths(manifest: Mapping[str, Any]) -> dict[str, str]:
@@ -251,6 +333,15 @@ def endpoint_paths(manifest: Mapping[str, Any]) -> dict[str, str]:
     from asyncprof.scenarios import get_scenario
 
     config = manifest.get("config") or {}
+    if config.get("app"):  # a project's --path endpoints are named by their paths
+        from asyncprof.project import parse_paths
+
+        if config.get("locustfile"):
+            return {}
+        try:
+            return {name: path for name, path, _weight in parse_paths([str(p) for p in config.get("paths") or ["/"]])}
+        except AsyncprofError:
+            return {}
     try:
         endpoints = get_scenario(str(config.get("scenario"))).endpoints_for(str(config.get("view")))
     except AsyncprofError:

@@ -20,6 +20,7 @@ no Python exporter.  An endpoint on port 4317 (OTLP/gRPC's) with ``http/protobuf
 import importlib.util
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -144,6 +145,16 @@ def target_warnings(target: OtlpTarget) -> list[str]:
     return []
 
 
+def probe_target(target: OtlpTarget) -> str | None:
+    """The URL to probe for *target* before sending (a gRPC endpoint without a port: not probed)."""
+    endpoint = target.endpoint if "://" in target.endpoint else f"http://{target.endpoint}"
+    try:
+        port = urlsplit(endpoint).port
+    except ValueError:
+        return None
+    return endpoint if port is not None or target.protocol != GRPC else None
+
+
 def make_exporter(target: OtlpTarget) -> Any:
     """The OTel SDK span exporter for *target* (raises UsageError if its package is missing)."""
     check_target(target)
@@ -161,18 +172,54 @@ def make_exporter(target: OtlpTarget) -> Any:
     return OTLPSpanExporter()
 
 
+def probe(url: str | None, timeout: float = 2.0) -> str | None:
+    """Why nothing answers at *url* (e.g. ``Connection refused``), or None if something accepts a connection."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 class RedactingSpanExporter:
     """A span exporter that masks secrets (see :mod:`asyncprof.exporters.redact`) before *inner* sends.
 
     Spans without anything to mask (nearly all) are passed on as they are.
+
+    With *probe_url*, an unreachable endpoint costs nothing: until an export succeeds, each batch is
+    preceded by a TCP connect to *probe_url*, and a refused (or timed-out) connect drops the batch at
+    once (``dropped`` counts its spans; one line on stderr says so, once) instead of letting the
+    SDK exporter retry it for its whole timeout, which would hold a worker's exit for tens of seconds.
     """
 
-    def __init__(self, inner: Any, secrets: Sequence[str] = ()) -> None:
+    def __init__(self, inner: Any, secrets: Sequence[str] = (), probe_url: str | None = None) -> None:
         self.inner = inner
         self.secrets = tuple(s for s in secrets if s)
+        self.probe_url = probe_url
+        self.dropped = 0
+        self._healthy = False  # the last export succeeded: no probe needed
+        self._said = False
 
     def export(self, spans: Sequence[Any]) -> Any:
-        return self.inner.export([self._clean(s) for s in spans])
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        if self.probe_url is not None and not self._healthy:
+            reason = probe(self.probe_url, timeout=1.0)
+            if reason is not None:
+                self.dropped += len(spans)
+                if not self._said:
+                    self._said = True
+                    print(f"asyncprof: OTLP endpoint {self.probe_url} is unreachable ({reason}): dropping span "
+                          "batches until it answers (the run's spans/ files are unaffected)", file=sys.stderr,
+                          flush=True)
+                return SpanExportResult.FAILURE
+        result = self.inner.export([self._clean(s) for s in spans])
+        self._healthy = result is SpanExportResult.SUCCESS
+        return result
 
     def _clean(self, span: Any) -> Any:
         from asyncprof.exporters.redact import redact_attributes
@@ -213,4 +260,4 @@ def live_exporter(env: Mapping[str, str] | None = None) -> Any:
 
     # The exporters log each failed batch; one line per failure is enough in a worker's log.
     logging.getLogger("opentelemetry.exporter").setLevel(logging.ERROR)
-    return RedactingSpanExporter(exporter, environment_secrets(env))
+    return RedactingSpanExporter(exporter, environment_secrets(env), probe_url=probe_target(target))

@@ -9,14 +9,13 @@ the client spans at the end of ``asyncprof record --otlp`` and by ``asyncprof ex
 
 import logging
 import re
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from asyncprof.analysis.traces import Batch, attributes_dict
 from asyncprof.errors import AsyncprofError
+from asyncprof.exporters.otlp_env import probe as _probe
 
 #: Spans per export call (the SDK's batch processor sends 512 at a time by default).
 PUSH_BATCH = 512
@@ -97,19 +96,6 @@ def readable_spans(batch: Batch, cache: dict[Any, Any]) -> list[Any]:
     return out
 
 
-def _probe(url: str | None) -> str | None:
-    """Why nothing answers at *url* (e.g. ``Connection refused``), or None if something does."""
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=2):
-            return None
-    except (OSError, ValueError) as exc:
-        return getattr(exc, "strerror", None) or str(exc)
-
-
 def push(batches: Iterable[Batch], exporter: Any, where: str, url: str | None = None) -> PushResult:
     """Export every span of *batches* through *exporter*; ExportFailed at the first refused request.
 
@@ -117,6 +103,11 @@ def push(batches: Iterable[Batch], exporter: Any, where: str, url: str | None = 
     complaint does not.  The exporter is shut down at the end.
     """
     result = PushResult()
+    if (unreachable := _probe(url)) is not None:
+        # Nothing listens there: say so now rather than after the exporter's retries (seconds per batch).
+        exporter.shutdown()
+        raise ExportFailed(f"the OTLP endpoint {where} did not accept spans: {unreachable}",
+                           "0 spans were sent; is the collector running?")
     handler = _LastError()
     loggers = [logging.getLogger(name) for name in ("opentelemetry.exporter", "opentelemetry.sdk")]
     saved = [(lg.propagate, lg.level) for lg in loggers]

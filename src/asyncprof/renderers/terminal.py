@@ -13,6 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from asyncprof.analysis.completeness import describe_unmatched
 from asyncprof.renderers import register_report_renderer
 
 WIDTH = 100
@@ -41,11 +42,17 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.0%}"
 
 
+def _app_words(app: dict[str, Any]) -> str:
+    """A project run's header: the directory and what it served."""
+    return f"{app.get('dir')} ({app.get('settings')}, {app.get('served')})"
+
+
 def report_table(report: dict[str, Any]) -> Group:
     """The report as rich renderables (shared by the report command and the end of record)."""
     head = Text.assemble(
         (f"{report['run_id']}", "bold"),
-        f"  mode={report['mode']} scenario={report['scenario']} view={report.get('view')} ",
+        f"  mode={report['mode']} " + (f"app={_app_words(report['app'])} " if report.get("app") else
+                                        f"scenario={report['scenario']} view={report.get('view')} "),
         f"workers={report.get('workers')} {_load_words(report.get('load') or {}, report.get('users'))} status=",
         (str(report["status"]), "green" if report["status"] == "complete" else "yellow"),
     )
@@ -64,6 +71,8 @@ def report_table(report: dict[str, Any]) -> Group:
         table.add_row(ep["name"], str(ep["requests"]), str(ep["errors"]),
                       *(_ms(el[k]) for k in ("mean", "p50", "p90", "p95", "p99", "max")))
     parts: list[Any] = [head, totals]
+    if errors := errors_line(report):
+        parts.append(errors)
     if load := load_line(report.get("load") or {}):
         parts.append(load)
     if report.get("valid") is False:
@@ -77,6 +86,20 @@ def report_table(report: dict[str, Any]) -> Group:
     parts.append(instruments_line(report))
     parts += [Text(f"warning: {w}", style="yellow") for w in report.get("warnings", [])]
     return Group(*parts)
+
+
+def errors_line(report: Mapping[str, Any]) -> Text | None:
+    """The window's failed requests by class, and the server's most frequent exception; None without errors."""
+    classes = [c for c in report.get("errors_by_class") or () if isinstance(c, Mapping)]
+    if not classes:
+        return None
+    words = ", ".join(f"{c.get('requests')} {c.get('class')}" for c in classes[:5])
+    server = [e for e in report.get("server_errors") or () if isinstance(e, Mapping)]
+    if server:
+        first = server[0]
+        words += f"; the server logged {first.get('count')} × {first.get('error')}" + (
+            " (database)" if first.get("database") else "")
+    return Text(f"errors by class: {words}", style="red")
 
 
 def _load_words(load: Mapping[str, Any], users: Any) -> str:
@@ -136,10 +159,17 @@ def breakdown_section(report: Mapping[str, Any]) -> list[Any]:
     note = Text(
         f"{report.get('hops_per_request') or 0:.1f} sync<->async hops, {report.get('queries_per_request') or 0:.1f} "
         f"queries{upstream} per request; {acc.get('matched_requests', 0)} requests matched to server records "
-        f"({_pct(acc.get('match_rate'))}); per request, |other| is {_pct(acc.get('sum_check'))} "
+        f"({_pct(acc.get('match_rate'))}{_of_sample(report)}); per request, |other| is {_pct(acc.get('sum_check'))} "
         "of its latency on average"
     )
     return [title, table, bars, legend, note]
+
+
+def _of_sample(report: Mapping[str, Any]) -> str:
+    """' of the sampled requests …' when the run followed a sample of the requests, else ''."""
+    otel = (report.get("instruments") or {}).get("otel") or {}
+    rate = otel.get("sample_traces") if isinstance(otel, Mapping) else None
+    return f" of the sampled ones, --sample-traces {rate:g}" if isinstance(rate, (int, float)) and rate < 1 else ""
 
 
 def proportional_bar(att: Mapping[str, float], width: int) -> Text:
@@ -246,10 +276,20 @@ def _rps(v: float | None) -> str:
 def _otel_matched(otel: Mapping[str, Any]) -> str:
     """Requests matched to a server span; with --sample-traces, out of the sampled traces."""
     rate = otel.get("sample_traces") or 1.0
+    share = "" if otel.get("match_rate") is None else f" ({otel['match_rate']:.1%})"
     if rate >= 1:
-        return f"{otel['matched_requests']} requests matched"
-    return (f"{otel['matched_requests']} of {otel.get('sampled_requests', 0)} sampled traces matched "
-            f"(match rate over sampled traces; --sample-traces {rate:g})")
+        text = f"{otel['matched_requests']} requests matched{share}"
+    else:
+        text = (f"{otel['matched_requests']} of {otel.get('sampled_requests', 0)} sampled traces matched "
+                f"(match rate over sampled traces; --sample-traces {rate:g})")
+    if missing := describe_unmatched(otel.get("unmatched") or {}):
+        text += f", unmatched: {missing}"
+    counts = otel.get("span_counts") or {}
+    if counts.get("workers_counted"):
+        text += f", {counts.get('lost', 0) + counts.get('write_failed', 0)} spans lost in the workers"
+    if otel.get("complete") is False:
+        text += " · INCOMPLETE (below 99%)"
+    return text
 
 
 def instruments_line(report: Mapping[str, Any]) -> Text:
@@ -266,7 +306,22 @@ def instruments_line(report: Mapping[str, Any]) -> Text:
         cost = (acc.get("workers") or {}).get("hook_cost_us_per_request")
         if cost is not None:
             text += f" (hooks ≈ {cost:.0f} µs per request)"
+    text += _instrument_cost(report.get("instrument_cost"))
     return Text(text)
+
+
+def _instrument_cost(cost: Any) -> str:
+    """The instruments' own CPU in words ('' when the run has no figure)."""
+    if not isinstance(cost, Mapping):
+        return ""
+    parts = []
+    if isinstance(cost.get("pyspy_machine_share"), (int, float)):
+        parts.append(f"py-spy {cost['pyspy_machine_share']:.1%} of the machine's CPU")
+    if isinstance(cost.get("workers_us_per_request"), (int, float)):
+        share = cost.get("workers_cpu_share")
+        of = f", {share:.1%} of the workers' CPU" if isinstance(share, (int, float)) else ""
+        parts.append(f"in the workers ≈ {cost['workers_us_per_request']:.0f} µs per request{of}")
+    return f" · instruments' own CPU: {'; '.join(parts)}" if parts else ""
 
 
 @register_report_renderer("terminal")

@@ -14,6 +14,8 @@ the clocks, no I/O per request (records are written in batches).
 """
 
 import asyncio
+import copy
+import itertools
 import json
 import os
 import time
@@ -23,12 +25,14 @@ from typing import Any
 
 from asyncprof.worker import call_hooks, greenlet_hooks, loop_hooks
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, schedstat_available, thread_time_ns
-from asyncprof.worker.record import RecordWriter, RequestRecord, current
+from asyncprof.worker.record import UNSAMPLED, RecordWriter, RequestRecord, current
+from asyncprof.worker.sampling import sampled
 from asyncprof.worker.record_format import ACCOUNTING_DIR
 
 _writer: RecordWriter | None = None
 _summary: dict[str, Any] = {}
 _otel = False
+_unsampled = itertools.count()  # requests outside the sample; next() is atomic under threaded workers
 
 
 def install(run_dir: str | None, *, interface: str, otel: bool) -> None:
@@ -144,6 +148,10 @@ def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
     greenlets = _follow_greenlets()  # gunicorn's gevent worker has patched the process by now
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not sampled(environ.get("HTTP_TRACEPARENT")):
+            next(_unsampled)
+            current.set(UNSAMPLED)  # the hooks of this request's calls take their short way
+            return app(environ, start_response)
         t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
         rec = RequestRecord(_trace_id(environ.get("HTTP_TRACEPARENT")), environ.get("PATH_INFO", ""),
                             time.time(), t0)
@@ -200,9 +208,15 @@ def wrap_asgi(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[No
         _install_loop()  # the first call (lifespan startup under uvicorn) comes before any request
         if scope.get("type") != "http":
             return await app(scope, receive, send)
+        traceparent = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
+        if not sampled(traceparent):
+            next(_unsampled)
+            # In the task's context: the tasks this request creates are not timed, and the task
+            # running it stops being timed after this step (see loop_hooks.TimedCoroutine).
+            current.set(UNSAMPLED)
+            return await app(scope, receive, send)
         now = perf_counter_ns()
         start = loop_hooks.request_start_ns() or now
-        traceparent = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
         rec = RequestRecord(_trace_id(traceparent), scope.get("path", ""), time.time() - (now - start) / 1e9, start)
         rec.span = _current_span()
         current.set(rec)
@@ -236,19 +250,22 @@ def close() -> None:
     _writer.flush()
     stats = loop_hooks.STATS
     clock = _summary["clock_read_ns"] = round(_clock_cost_ns(), 1)
-    loop_hooks_s = (stats.hook_ns + 2 * clock * stats.steps) / 1e9  # + the clock reads before each t1
+    loop_hooks_s = (stats.hook_estimate_ns() + 2 * clock * stats.steps) / 1e9  # + the clock reads before each t1
     # The loop-side hooks time themselves (wall time, so preemption inflates it a little); for the
     # rest, count clock reads: 2 per request, 4 per hop (2 on the hop thread), 2 per psycopg2 wait.
     # scripts/bench-accounting measures the real cost from outside.
-    requests = _writer.written  # every finished request is written; exact with threaded workers too
-    reads = 2 * requests + 4 * sum(call_hooks.HOP_SITES.values()) + 2 * call_hooks.STATS.timed_waits
+    accounted = _writer.written  # every finished sampled request is written; exact with threaded workers too
+    requests = accounted + next(copy.copy(_unsampled))  # a copy's next value: how many were outside the sample
+    reads = 2 * accounted + 4 * sum(call_hooks.HOP_SITES.values()) + 2 * call_hooks.STATS.timed_waits
     reads += greenlet_hooks.STATS.clock_reads  # gevent: one per switch of a request's greenlet
     cost_s = loop_hooks_s + reads * clock / 1e9
     _summary.update(
-        requests=requests,
-        records_written=_writer.written,
+        requests=requests,  # every request served, in the sample or not: the hooks' cost is spread over all
+        records_written=accounted,
+        record_write_cpu_s=round(_writer.cpu_ns / 1e9, 6),
         hop_sites=dict(call_hooks.HOP_SITES.most_common()),
         steps=stats.steps,
+        hook_stretches_preempted=stats.preempted,
         steps_cpu_s=stats.steps_cpu_ns / 1e9 if stats.steps else None,
         loop_thread_cpu_s=(time.thread_time() - _summary["thread_cpu_at_install_s"]) if stats.steps else None,
         hook_cost_us_per_request=round(cost_s * 1e6 / requests, 1) if requests else None,

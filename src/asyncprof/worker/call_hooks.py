@@ -9,7 +9,8 @@ so code outside requests (startup, the span exporter's thread) pays one context-
   sync function on the hop thread; it is timed there with that thread's clocks, so its CPU is
   ``cpu``, its run delay ``os_run_queue``, its psycopg2 waits ``db_wait``.  Call sites (the sync
   function's qualified name: a middleware's ``process_request``, a signal's ``send``, an ORM
-  method) are counted per worker.
+  method; the middleware itself behind Django's wrappers; module-qualified outside Django and
+  asgiref, see :func:`_site`) are counted per worker.
 * psycopg2: a wait callback (``extensions.set_wait_callback``) replaces libpq's blocking waits
   with a timed ``select``: time there is waiting for PostgreSQL (``db_wait``, or ``db_connect``
   while the connection is being set up); driver CPU stays in ``cpu``.
@@ -31,6 +32,8 @@ import functools
 import select
 import threading
 import time
+import types
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -61,15 +64,102 @@ STATS = CallStats()
 _original_sleep = time.sleep
 
 
+#: Modules whose names stay short in hop sites (``CommonMiddleware.process_request``): Django's and
+#: asgiref's own functions are well known; everything else (the user's code, third-party
+#: packages) is qualified with its module, so a site says where to look.
+_SHORT_PACKAGES = frozenset({"django", "asgiref", "builtins"})
+#: Cache bounds: keys are functions, classes and (class, function) pairs, normally a few dozen.
+#: Code that hops to a new closure per request would grow the caches without bound; they are
+#: cleared instead (recomputing a name costs a few microseconds).
+_SITE_CACHE_MAX = 4096
+_WRAPPED_DEPTH = 32  # a __wrapped__ cycle (a buggy decorator) must not hang the event loop
+#: Names by the object they depend on: a function (weakly: closures made per call must not be
+#: kept alive by the cache), a bound method's (owner class, function), an instance's class.
+_function_sites: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_other_sites: dict[Any, str] = {}
+
+
+def _qualify(module: Any, name: str) -> str:
+    """*name* prefixed by *module* unless that is Django's, asgiref's or a builtin."""
+    if not isinstance(module, str) or not module or module.partition(".")[0] in _SHORT_PACKAGES:
+        return name
+    return f"{module}.{name}"
+
+
+def _unwrap(func: Any) -> Any:
+    """The innermost callable behind partials and ``functools.wraps`` chains.
+
+    Django wraps each middleware in ``convert_exception_to_response``'s ``inner`` (which has
+    ``__wrapped__``) before ``sync_to_async`` gets it: the middleware is what the site names.
+    """
+    for _ in range(_WRAPPED_DEPTH):
+        if isinstance(func, functools.partial):
+            func = func.func
+            continue
+        if isinstance(func, types.MethodType):
+            # A bound method reads attributes through to its function; keep the owner, which
+            # names the class, and unwrap the function (a decorated method).
+            inner = _unwrap(func.__func__)
+            return func if inner is func.__func__ else types.MethodType(inner, func.__self__)
+        namespace = getattr(func, "__dict__", None)
+        inner = namespace.get("__wrapped__") if isinstance(namespace, dict) else None
+        if inner is None:
+            return func
+        func = inner
+    return func
+
+
+def _site_name(func: Any) -> str:
+    """Uncached :func:`_site`."""
+    func = _unwrap(func)
+    if isinstance(func, (types.MethodType, types.BuiltinMethodType)) and getattr(func, "__self__", None) is not None \
+            and not isinstance(func.__self__, types.ModuleType):
+        owner = func.__self__
+        cls = owner if isinstance(owner, type) else type(owner)  # a classmethod's owner is the class
+        name = getattr(func, "__name__", None) or "?"
+        return _qualify(cls.__module__, f"{cls.__qualname__}.{name}")
+    if isinstance(func, (types.FunctionType, types.BuiltinFunctionType, type)):
+        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "?"
+        return _qualify(getattr(func, "__module__", None), str(name))
+    cls = type(func)  # a callable instance (a middleware object): its class
+    return _qualify(cls.__module__, cls.__qualname__)
+
+
 def _site(func: Any) -> str:
-    """A readable name for a hop's sync function (bound methods keep their class)."""
-    func = getattr(func, "func", func)  # functools.partial
-    owner = getattr(func, "__self__", None)
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or type(func).__qualname__
-    if owner is not None and "." not in name:
-        name = f"{type(owner).__qualname__}.{name}"
-    elif owner is not None and not isinstance(owner, type):
-        name = f"{type(owner).__qualname__}.{name.rsplit('.', 1)[-1]}"
+    """A readable name for the callable a hop crosses to, as counted in ``HOP_SITES``.
+
+    Partials and ``functools.wraps`` chains are followed to the innermost callable; a bound
+    method is ``Class.method``, a callable instance its class, a function its ``__qualname__``.
+    Names are prefixed with their module (``catalog.middleware.RequestTimingMiddleware``) except
+    Django's, asgiref's and builtins (``CommonMiddleware.process_request``).  Runs on every hop, on
+    the event loop: names are cached by the objects they depend on; never raises.
+    """
+    try:
+        if isinstance(func, types.FunctionType):
+            name = _function_sites.get(func)
+            if name is None:
+                name = _remember(_function_sites, func, _site_name(func))
+            return name
+        if isinstance(func, types.MethodType):
+            owner = func.__self__
+            key: Any = (owner if isinstance(owner, type) else type(owner), func.__func__)
+        elif isinstance(func, functools.partial) or hasattr(func, "__qualname__") or \
+                "__wrapped__" in getattr(func, "__dict__", ()):
+            return _site_name(func)  # made per call, or named per object: not cacheable by class
+        else:
+            key = type(func)  # a callable instance: named by its class
+        name = _other_sites.get(key)
+        if name is None:
+            name = _remember(_other_sites, key, _site_name(func))
+        return name
+    except Exception:  # a name is never worth failing the request over
+        return type(func).__qualname__
+
+
+def _remember(cache: Any, key: Any, name: str) -> str:
+    if len(cache) >= _SITE_CACHE_MAX:
+        cache.clear()
+    cache[key] = name
     return name
 
 
@@ -85,10 +175,22 @@ def install_asgiref() -> bool:
     original_handler = SyncToAsync.thread_handler
 
     @functools.wraps(original_call)
-    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # A plain function returning asgiref's own coroutine outside the sample (or outside a
+        # request): no extra coroutine frame per hop there.  asgiref marks the SyncToAsync
+        # instance itself as a coroutine function, so callers still see one.
         rec = current.get()
         if rec is None or rec.closed:
-            return await original_call(self, *args, **kwargs)
+            return original_call(self, *args, **kwargs)
+        return timed_call(rec, self, *args, **kwargs)
+
+    async def timed_call(rec: RequestRecord, self: Any, *args: Any, **kwargs: Any) -> Any:
+        if rec.a2s_depth:  # under an async_to_sync of the request's sync thread (see _install_async_to_sync)
+            try:
+                return await original_call(self, *args, **kwargs)
+            finally:
+                rec.hops += 1
+                HOP_SITES[_site(self.func)] += 1
         t0 = perf_counter_ns()
         busy0 = rec.busy_ns(t0)
         try:
@@ -103,19 +205,27 @@ def install_asgiref() -> bool:
         def timed_func(child: Callable[[], Any]) -> Any:
             def timed_child() -> Any:  # runs inside the request's copied context
                 rec = current.get()
-                if rec is None or rec.closed:
+                if rec is None or rec.closed or rec.a2s_depth:
                     return child()
                 # No run-delay reads here: Django's hop threads are new for every request, so each
                 # would first open its schedstat file, and the sync functions crossed to are short.
                 # Their rare preemption shows as gil_wait.
                 t0, c0 = perf_counter_ns(), thread_time_ns()
                 rec.hop_start_ns = t0
+                # async_to_sync calls made by this function (a sync-only middleware calling the rest
+                # of the chain) add their time here: it is the loop's, accounted there.
+                outer, _hop_thread.nested = getattr(_hop_thread, "nested", None), [0, 0]
                 try:
                     return child()
                 finally:
                     c1, t1 = thread_time_ns(), perf_counter_ns()
-                    rec.hop_inner_wall += t1 - t0
-                    rec.add_running(t1 - t0, c1 - c0, 0)
+                    nested_wall, nested_cpu = _hop_thread.nested
+                    # Run inside another hop's async_to_sync (asgiref's thread-sensitive executor runs
+                    # it on the waiting thread): that call's time, this run included, leaves the other.
+                    _hop_thread.nested = outer
+                    wall = t1 - t0 - nested_wall
+                    rec.hop_inner_wall += wall
+                    rec.add_running(wall, c1 - c0 - nested_cpu, 0)
                     rec.hop_done_ns = t1
                     _hop_thread.rec = rec  # call_soon_threadsafe, next on this thread, notes the signal
 
@@ -140,6 +250,7 @@ def _account_hop(rec: RequestRecord, t0: int, busy0: int) -> None:
     """
     t1 = perf_counter_ns()
     own = max(0, (t1 - t0) - (rec.busy_ns(t1) - busy0))
+    rec.hop_waits += own  # busy time for any hop enclosing this one (see RequestRecord.busy_ns)
     done, signal, ready = rec.hop_done_ns, rec.hop_signal_ns, rec.last_ready_ns
     if t0 < done <= signal <= ready:
         gil = min(own, signal - done)
@@ -164,11 +275,19 @@ def _install_async_to_sync(cls: Any) -> None:
         rec = current.get()
         if rec is None or rec.closed:
             return original(self, *args, **kwargs)
+        nested = getattr(_hop_thread, "nested", None)
+        if nested is not None:
+            return _nested_async_to_sync(rec, nested, original, self, *args, **kwargs)
         t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
         blocked0 = rec.blocked_known
+        # Sync functions the coroutine hops back to (the async ORM's sync_to_async) run on this very
+        # thread (asgiref's thread-sensitive executor) or in a pool: either way inside this wait,
+        # which is timed here as a whole, so they are not timed again.
+        rec.a2s_depth += 1
         try:
             return original(self, *args, **kwargs)
         finally:
+            rec.a2s_depth -= 1
             c1, r1, t1 = thread_time_ns(), run_delay_ns(), perf_counter_ns()
             rec.hops += 1
             HOP_SITES[_site(self.awaitable)] += 1
@@ -177,6 +296,30 @@ def _install_async_to_sync(cls: Any) -> None:
             rec.blocked_known += waited  # not GIL wait: the thread slept on the hop's future
 
     cls.__call__ = call
+
+
+def _nested_async_to_sync(rec: RequestRecord, nested: list[int], original: Callable[..., Any], self: Any,
+                          *args: Any, **kwargs: Any) -> Any:
+    """``async_to_sync`` from a hop thread (ASGI: a sync-only middleware calling the chain below it).
+
+    The coroutine runs as tasks on the request's own loop, whose steps, waits and further hops are
+    accounted as usual; sync functions it hops to may even run on this very thread meanwhile
+    (asgiref's thread-sensitive executor).  So the whole call leaves the enclosing hop's run
+    (*nested*: wall and CPU to subtract), and what the crossing itself costs is already the
+    enclosing hop's ``thread_hop`` (its wall minus the request's loop time).  While this thread
+    waits, no hop function is running: steps on the loop meanwhile are not overlapped by it.
+    """
+    t0, c0 = perf_counter_ns(), thread_time_ns()
+    rec.hop_start_ns = 0
+    try:
+        return original(self, *args, **kwargs)
+    finally:
+        c1, t1 = thread_time_ns(), perf_counter_ns()
+        rec.hops += 1
+        HOP_SITES[_site(self.awaitable)] += 1
+        nested[0] += t1 - t0
+        nested[1] += c1 - c0
+        rec.hop_start_ns = t1  # the enclosing hop's function runs again from here
 
 
 def _blocked(fn: Callable[..., Any], *args: Any) -> int:

@@ -35,6 +35,7 @@ _managed = False  # gunicorn's post_fork hook installed the instruments in this 
 _standalone = False  # install_standalone() did
 _closed = False
 _info: dict[str, Any] = {}  # this worker's workers/<pid>.json, as last written
+_span_counters: Any = None  # (EndedSpans, file CountingExporter | None, live CountingExporter | None)
 #: Servers asyncprof knows, by the module each one's workers have imported (first match wins).
 SERVERS = ("granian", "hypercorn", "daphne", "uvicorn", "gunicorn")
 
@@ -69,13 +70,19 @@ def install_tracing() -> None:
             "asyncprof.run_id": ENV.run_id,
         }
     )
+    from asyncprof.worker.span_counts import CountingExporter, EndedSpans
+
+    global _span_counters
     provider = TracerProvider(resource=resource)
+    ended, file_exporter, live_counter = EndedSpans(), None, None
+    provider.add_span_processor(ended)
     spans_path = _run_path("spans", f"{os.getpid()}.jsonl")
     if spans_path is not None:
+        file_exporter = CountingExporter(OtlpJsonFileExporter(spans_path))
         # A large queue so a 1,000 req/s worker never drops spans between batches.
         provider.add_span_processor(
             BatchSpanProcessor(
-                OtlpJsonFileExporter(spans_path),
+                file_exporter,
                 max_queue_size=65536,
                 max_export_batch_size=2048,
                 schedule_delay_millis=1000,
@@ -85,7 +92,9 @@ def install_tracing() -> None:
 
     # OTLP as the OTEL_EXPORTER_OTLP_* variables say (http/protobuf or grpc), secrets masked first.
     if (live := live_exporter()) is not None:
-        provider.add_span_processor(BatchSpanProcessor(live, max_queue_size=65536))
+        live_counter = CountingExporter(live)
+        provider.add_span_processor(BatchSpanProcessor(live_counter, max_queue_size=65536))
+    _span_counters = (ended, file_exporter, live_counter)
     trace.set_tracer_provider(provider)
     Psycopg2Instrumentor().instrument(skip_dep_check=True)
     AsyncPGInstrumentor().instrument(skip_dep_check=True)
@@ -129,9 +138,28 @@ def wrap_wsgi(app: Any) -> Any:
         app = accounting.wrap_wsgi(app)
     if not ENV.otel:
         return app
+    from opentelemetry import context
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 
-    return OpenTelemetryMiddleware(app)
+    from asyncprof.worker.sampling import sampled, unsampled_context
+
+    traced = OpenTelemetryMiddleware(app)
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        traceparent = environ.get("HTTP_TRACEPARENT")
+        if sampled(traceparent):
+            return traced(environ, start_response)
+        # Detached as the app returns: left attached, its span would be the parent of the thread's
+        # next request (OTel's middleware then makes an internal span, not a server span).  A
+        # query made while the server iterates the body is outside it and starts a root span,
+        # which the trace-id rule samples as any other root.
+        token = context.attach(unsampled_context(traceparent))
+        try:
+            return app(environ, start_response)
+        finally:
+            context.detach(token)
+
+    return application
 
 
 def wrap_asgi(app: Any) -> Any:
@@ -149,9 +177,26 @@ def wrap_asgi(app: Any) -> Any:
         app = accounting.wrap_asgi(app)
     if not ENV.otel:
         return app
+    from opentelemetry import context
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    return OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])
+    from asyncprof.worker.sampling import sampled, unsampled_context
+
+    traced = OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        traceparent = None
+        if scope.get("type") == "http":
+            traceparent = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
+        if sampled(traceparent):
+            return await traced(scope, receive, send)
+        token = context.attach(unsampled_context(traceparent))
+        try:
+            return await app(scope, receive, send)
+        finally:
+            context.detach(token)
+
+    return application
 
 
 def _describe_server(worker: Any) -> dict[str, Any]:
@@ -223,13 +268,18 @@ def announce_ready(worker: Any = None) -> None:
 
     *worker* is gunicorn's worker object; None in servers without gunicorn's hooks.
     """
-    _write_info({
+    info: dict[str, Any] = {
         "pid": os.getpid(),
         "ppid": os.getppid(),
         "ready_unix": time.time(),
         "python": sys.version.split()[0],
         **_describe_server(worker),
-    })
+    }
+    if ENV.interface == "asgi":  # which middleware Django will run in threads (the hop finding names them)
+        from asyncprof.worker import middleware_check
+
+        info["middleware"] = middleware_check.sync_only_middleware()
+    _write_info(info)
 
 
 def install_standalone() -> bool:
@@ -372,3 +422,24 @@ def shutdown() -> None:
     if _provider is not None:
         _provider.shutdown()
         _provider = None
+    _write_exit_counts()
+
+
+def _write_exit_counts() -> None:
+    """Add the span counts (once the exporters have flushed) and the profiles' cost to
+    ``workers/<pid>.json``."""
+    if not _info:  # a process that never announced itself served no load
+        return
+    info = dict(_info)
+    if _span_counters is not None:
+        from asyncprof.worker.span_counts import counts
+
+        info["spans"] = counts(*_span_counters)
+    if "asyncprof.worker.profiling" in sys.modules:  # imported by Django's middleware loading
+        info["pyinstrument"] = sys.modules["asyncprof.worker.profiling"].STATS.to_json()
+    if info == _info:
+        return
+    try:
+        _write_info(info)
+    except OSError:  # a full disk at exit: the report says the counts are missing
+        pass

@@ -24,7 +24,7 @@ from typing import Any
 
 from asyncprof.worker import call_hooks
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
-from asyncprof.worker.record import RequestRecord, current
+from asyncprof.worker.record import UNSAMPLED, RequestRecord, current
 
 
 class LoopStats:
@@ -33,8 +33,13 @@ class LoopStats:
     steps = 0
     steps_cpu_ns = 0
     # The hooks' own time on the loop thread, timed by the hooks themselves; the clock reads
-    # before each step's end timestamp are not in it (the summary adds an estimate).
+    # before each step's end timestamp are not in it (the summary adds an estimate).  A stretch
+    # longer than PREEMPTED_NS was the thread losing its CPU inside the hook (on a busy machine,
+    # often): it counts in ``preempted`` and adds nothing; ``hook_estimate_ns()`` gives it the
+    # mean of the others.
     hook_ns = 0
+    stretches = 0
+    preempted = 0
     ready_marks = 0
     last_rd = 0  # the loop thread's run delay at the latest step start or end
     # The loop's latest selector call (entered, returned) and the return before it.
@@ -42,7 +47,14 @@ class LoopStats:
     select_returned_ns = 0
     previous_return_ns = 0
 
+    def hook_estimate_ns(self) -> float:
+        """The hooks' own time, preempted stretches counted at the mean of the others."""
+        timed = self.stretches - self.preempted
+        return self.hook_ns * self.stretches / timed if timed else 0.0
 
+
+#: A hook stretch longer than this was preempted (each takes a few microseconds on its CPU).
+PREEMPTED_NS = 20_000
 #: A selector call shorter than this did not sleep: its events were already waiting.
 SLEPT_NS = 50_000
 
@@ -53,7 +65,7 @@ STATS = LoopStats()
 class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
     """A coroutine wrapper that accounts each step of the task running it."""
 
-    __slots__ = ("_coro", "rec", "created_ns", "ready_ns", "ready_rd", "is_ready", "t0", "c0", "r0")
+    __slots__ = ("_coro", "rec", "created_ns", "ready_ns", "ready_rd", "is_ready", "t0", "c0", "r0", "dormant")
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._coro = coro
@@ -65,11 +77,18 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
         self.ready_rd = 0
         self.is_ready = False
         self.t0 = self.c0 = self.r0 = 0
+        # True once the task is known to run a request outside the sample (see
+        # asyncprof.worker.sampling): its steps are passed through untimed from then on.
+        self.dormant = False
 
     def send(self, value: Any) -> Any:
+        if self.dormant:
+            return self._coro.send(value)
         return self._step(self._coro.send, value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if self.dormant:
+            return self._coro.throw(typ, val, tb) if val is not None or tb is not None else self._coro.throw(typ)
         if val is None and tb is None:
             return self._step(self._coro.throw, typ)
         return self._step(lambda _: self._coro.throw(typ, val, tb), None)
@@ -108,7 +127,7 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
             rec.step_t0, rec.step_c0, rec.step_r0 = t0, c0, r0
         else:
             self.is_ready = False
-        STATS.hook_ns += perf_counter_ns() - t0
+        _charge(perf_counter_ns() - t0)
         try:
             return fn(arg)
         finally:
@@ -121,13 +140,24 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
             rec = self.rec
             if rec is None:
                 rec = self.rec = current.get()  # the request's first task: the record began mid-step
+                if rec is UNSAMPLED:
+                    self.dormant = True
             if rec is not None and not rec.closed:
                 t_start, c_start, r_start = (rec.step_t0, rec.step_c0, rec.step_r0) if rec.running else (t0, c0, r0)
                 rec.end_step(t_start, t1, c1 - c_start, r1 - r_start)
                 rec.running = False
                 if rec.ready_tasks > 0:
                     rec.ready_since, rec.ready_rd = t1, r1
-            STATS.hook_ns += perf_counter_ns() - t1
+            _charge(perf_counter_ns() - t1)
+
+
+def _charge(ns: int) -> None:
+    """Add one hook stretch to the hooks' own time, unless it was preempted (see LoopStats)."""
+    STATS.stretches += 1
+    if ns > PREEMPTED_NS:
+        STATS.preempted += 1
+    else:
+        STATS.hook_ns += ns
 
 
 def _ready_delay(wait: int, rd_now: int, rd_marked: int) -> int:
@@ -143,7 +173,9 @@ def _ready_delay(wait: int, rd_now: int, rd_marked: int) -> int:
 
 def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Task[Any]":
     """The loop's task factory: the usual Task, around a timed coroutine."""
-    if isinstance(coro, collections.abc.Coroutine) and not isinstance(coro, TimedCoroutine):
+    # A task created by a request outside the sample is not timed at all.
+    if isinstance(coro, collections.abc.Coroutine) and not isinstance(coro, TimedCoroutine) \
+            and current.get() is not UNSAMPLED:
         coro = TimedCoroutine(coro)
     return asyncio.Task(coro, loop=loop, **kwargs)
 
@@ -161,15 +193,17 @@ def _lag_at(now: int) -> int:
 
 
 def _mark_ready(callback: Any) -> None:
+    """Note that the task whose step or wakeup *callback* is became ready (timed tasks only)."""
     task = getattr(callback, "__self__", None)
     if not isinstance(task, asyncio.Task):
         return
     coro = task.get_coro()
-    if not isinstance(coro, TimedCoroutine) or coro.is_ready:
+    if not isinstance(coro, TimedCoroutine) or coro.is_ready or coro.dormant:
         return
+    # Timed from here: the tests above are a fraction of a microsecond, less than timing them costs.
+    now = perf_counter_ns()
     STATS.ready_marks += 1
     coro.is_ready = True
-    now = perf_counter_ns()
     coro.ready_ns, coro.ready_rd = now, STATS.last_rd
     rec = coro.rec
     if rec is not None and not rec.closed:
@@ -179,6 +213,7 @@ def _mark_ready(callback: Any) -> None:
             # The loop thread's run delay at the latest step boundary stands in for "now":
             # reading schedstat here too would double the hooks' cost for a few microseconds.
             rec.ready_since, rec.ready_rd = now, STATS.last_rd
+    _charge(perf_counter_ns() - now)
 
 
 def install(loop: asyncio.AbstractEventLoop) -> bool:
@@ -191,9 +226,7 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
     original = loop.call_soon
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
-        h0 = perf_counter_ns()
         _mark_ready(callback)
-        STATS.hook_ns += perf_counter_ns() - h0
         return original(callback, *args, context=context)
 
     try:

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from time import thread_time_ns
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -29,13 +30,36 @@ def _trace_id(request: Any, n: int) -> str:
     return match.group(1) if match else f"untraced-{os.getpid()}-{n}"
 
 
+class ProfileStats:
+    """What profiling cost this worker, for ``workers/<pid>.json`` at exit: the profiles saved and
+    the CPU spent saving them (the profiler's own sampling inside a profiled request is not in it)."""
+
+    profiles = 0
+    save_cpu_ns = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"profiles": self.profiles, "save_cpu_s": round(self.save_cpu_ns / 1e9, 6)}
+
+
+STATS = ProfileStats()
+
+
 def _save(profiler: Profiler, request: Any, n: int) -> None:
+    c0 = thread_time_ns()
+    try:
+        _write(profiler, request, n)
+    finally:
+        STATS.save_cpu_ns += thread_time_ns() - c0
+
+
+def _write(profiler: Profiler, request: Any, n: int) -> None:
     session = profiler.last_session
     if _DIR is None or session is None:
         return
     _DIR.mkdir(parents=True, exist_ok=True)
     path = _DIR / f"{_trace_id(request, n)}.pyisession"
     session.save(path)
+    STATS.profiles += 1
     if ENV.otel:  # the request's server span says where its profile is (it shows in Jaeger)
         from opentelemetry import trace
 

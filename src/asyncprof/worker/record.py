@@ -10,6 +10,7 @@ import os
 import threading
 from contextvars import ContextVar
 from pathlib import Path
+from time import thread_time_ns
 from typing import Any
 
 from asyncprof.worker.record_format import COLUMNS
@@ -33,7 +34,7 @@ class RequestRecord:
         "event_loop", "ready_wall", "steps_wall", "hop_inner_wall",
         "running", "step_t0", "step_c0", "step_r0", "ready_tasks", "ready_since", "ready_rd",
         "db_depth", "acquiring", "connect_own", "last_ready_ns", "last_lag_ns", "hop_done_ns", "hop_signal_ns",
-        "hop_start_ns", "lag_moved", "lag_mark_ns",
+        "hop_start_ns", "lag_moved", "lag_mark_ns", "hop_waits", "a2s_depth",
         "upstream_wait", "upstream_calls", "upstream_depth", "upstream_t0", "upstream_busy0",
     )  # fmt: skip
 
@@ -63,6 +64,12 @@ class RequestRecord:
         self.hop_done_ns = self.hop_signal_ns = 0  # the latest hop's function returned / its thread signalled the loop
         self.hop_start_ns = 0  # the latest hop's function started on its thread
         self.lag_moved = 0  # loop lag the await regions moved to event_loop (see call_hooks._own_wait)
+        # Wall time finished sync_to_async awaits have charged (thread_hop, gil_wait, event_loop): an
+        # enclosing hop (a sync-only middleware's, whose chain below hops again) must not charge it twice.
+        self.hop_waits = 0
+        # async_to_sync calls in progress from the request's own sync thread (WSGI): that thread's
+        # time is accounted as a whole, waits included, so hops back to it are counted, not timed.
+        self.a2s_depth = 0
         self.lag_mark_ns = 0  # the ready mark whose lag was moved last
         self.upstream_wait = self.upstream_calls = 0
         # Async upstream calls in flight (concurrent ones overlap), and when the first of them started
@@ -109,7 +116,7 @@ class RequestRecord:
         An ``await`` region's own wait is its wall time minus the growth of this value over the
         region (which includes ``hop_inner_wall`` and the loop lag already moved to event_loop).
         """
-        busy = self.steps_wall + self.ready_wall + self.hop_inner_wall + self.lag_moved
+        busy = self.steps_wall + self.ready_wall + self.hop_inner_wall + self.lag_moved + self.hop_waits
         if self.running:
             busy += now - self.step_t0
         return busy
@@ -174,6 +181,7 @@ class RecordWriter:
         self.batch = batch
         self.lines: list[str] = []
         self.written = 0
+        self.cpu_ns = 0  # the flushes' CPU (formatting a row is the request's own, in add())
         self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
@@ -194,6 +202,15 @@ class RecordWriter:
             lines, self.lines = self.lines, []
             if not lines:
                 return
+            c0 = thread_time_ns()
             self.written += len(lines)
             with open(self.path, "a") as f:
                 f.write("\n".join(lines) + "\n")
+            self.cpu_ns += thread_time_ns() - c0
+
+
+#: The record of every request outside the sample (see :mod:`asyncprof.worker.sampling`): already
+#: closed, so each hook's ``rec is None or rec.closed`` test takes its short way, and the loop hooks
+#: do not time the tasks of a context that holds it.
+UNSAMPLED = RequestRecord("", "", 0.0, 0)
+UNSAMPLED.closed = True

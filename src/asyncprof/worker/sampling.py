@@ -1,0 +1,58 @@
+"""Which requests the per-request instruments follow: the sample the load generator chose.
+
+The load generator decides, by trace id, which requests are in the sample (``--sample-traces R``,
+see :mod:`asyncprof.loadgen.trace_sampling`) and says so in the W3C ``traceparent`` flags it sends.
+In the workers a request outside the sample takes the short way: no server or database span (the
+OTel middleware is skipped, the request's context carries the remote, unsampled parent so the
+database instrumentation makes no span either), no accounting record, and its event-loop tasks are
+not timed.  So the instruments' cost scales with the sample, not with the load.
+
+A request without a well-formed ``traceparent`` (a browser, a health check, a load generator that is
+not asyncprof's) is in the sample: nothing says otherwise.
+"""
+
+from typing import Any
+
+__all__ = ["sampled", "unsampled_context"]
+
+_TRACEPARENT_LEN = 55  # "00-" + 32 hex + "-" + 16 hex + "-" + 2 hex
+
+
+def sampled(traceparent: str | bytes | None) -> bool:
+    """False only for a well-formed version-00 ``traceparent`` whose sampled flag (bit 0) is clear."""
+    if traceparent is None or len(traceparent) != _TRACEPARENT_LEN:
+        return True
+    if isinstance(traceparent, bytes):
+        traceparent = traceparent.decode("latin-1")
+    if not traceparent.startswith("00-"):
+        return True
+    try:
+        return bool(int(traceparent[53:55], 16) & 1)
+    except ValueError:
+        return True
+
+
+def unsampled_context(traceparent: str | bytes | None) -> Any:
+    """An OTel context for a request outside the sample: instrumentation suppressed, and the
+    request's remote parent, not sampled, as the current span.
+
+    The OTel instrumentations (the database drivers', and any the user's app has) check the
+    suppression flag first and call straight through: an unsampled span still costs the
+    sampler's decision and the span machinery, about 100 µs a query.  A span started anyway
+    (by code that ignores the flag) has the unsampled parent, so the parent-based sampler drops it.
+    """
+    from opentelemetry import context, trace
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    if isinstance(traceparent, bytes):
+        traceparent = traceparent.decode("latin-1")
+    try:
+        if traceparent is None:
+            raise ValueError("no traceparent")
+        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+    except ValueError:
+        trace_id = span_id = 0
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+    return context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
