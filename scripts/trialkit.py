@@ -57,6 +57,15 @@ def worker_cpu_ms_per_request(manifest: dict[str, Any], throughput_rps: float | 
     return 1000 * sum(used) / (throughput_rps * seconds)
 
 
+def pyspy_cpu_ms_per_request(manifest: dict[str, Any], requests: int | None) -> float | None:
+    """py-spy's CPU (kernel accounting) per request in the measured window, ms; None without py-spy."""
+    window = manifest.get("cpu_window") or {}
+    cpu = window.get("pyspy_cpu_s")
+    if cpu is None or not requests:
+        return None
+    return 1000 * cpu / requests
+
+
 def accounting_summaries(run_path: Path) -> list[dict[str, Any]]:
     """The workers' ``accounting/<pid>.json`` files, unreadable ones skipped."""
     out = []
@@ -99,6 +108,7 @@ def run_trial(config: RecordConfig, console: Console) -> dict[str, Any]:
         "p50_ms": summary["latency_ms"].get("p50"),
         "p99_ms": summary["latency_ms"].get("p99"),
         "worker_cpu_ms_per_request": worker_cpu_ms_per_request(run.manifest, rps),
+        "pyspy_cpu_ms_per_request": pyspy_cpu_ms_per_request(run.manifest, summary["requests"]),
         "machine_busy_share": (run.manifest.get("cpu_window") or {}).get("machine_busy_share"),
         "accounting_workers": len(accounting),
         "hook_cost_us_per_request": weighted_estimate(accounting, "hook_cost_us_per_request"),
