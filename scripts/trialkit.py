@@ -23,6 +23,7 @@ from asyncprof.analysis.summary import summarize
 from asyncprof.config import RecordConfig
 from asyncprof.errors import AsyncprofError, Interrupted
 from asyncprof.recorder import record
+from asyncprof.run import Run
 from asyncprof.worker.record_format import ACCOUNTING_DIR
 
 
@@ -95,6 +96,11 @@ def run_trial(config: RecordConfig, console: Console) -> dict[str, Any]:
     except AsyncprofError as exc:
         console.print(f"[red]trial failed:[/] {exc}")
         return {"error": str(exc), "run_path": str(exc.run_path) if exc.run_path else None}
+    return run_figures(run)
+
+
+def run_figures(run: Run) -> dict[str, Any]:
+    """The figures of one recorded run (see :func:`run_trial`)."""
     summary = summarize(run)
     rps = summary["throughput_rps"]
     accounting = accounting_summaries(run.path)
