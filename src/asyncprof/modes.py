@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from asyncprof.errors import UsageError
+from asyncprof.worker import env as worker_env
 
 Interface = Literal["wsgi", "asgi"]
 #: When a worker says it is ready: gunicorn's ``post_worker_init`` hook, the ASGI lifespan
@@ -165,6 +166,7 @@ register(
         description="gunicorn sync workers, WSGI (one request at a time per worker)",
         command=_gunicorn("sync", WSGI_APP),
         requires=("gunicorn",),
+        worker_env=((worker_env.ONE_AT_A_TIME, "1"),),
     )
 )
 register(

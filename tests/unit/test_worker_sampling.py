@@ -70,6 +70,37 @@ def test_wsgi_requests_outside_the_sample_have_no_record(accounting_dir: Path) -
     assert len(rows) == 1 and rows[0].startswith(TRACE)
 
 
+@pytest.mark.parametrize("one_at_a_time", [True, False])
+def test_one_request_at_a_time_workers_skip_psycopg2s_wait_callback_outside_the_sample(
+        accounting_dir: Path, monkeypatch: pytest.MonkeyPatch, one_at_a_time: bool) -> None:
+    import psycopg2.extensions as ext
+
+    from asyncprof.worker import call_hooks
+
+    before = ext.get_wait_callback()
+    monkeypatch.setattr(accounting, "_one_at_a_time", one_at_a_time)
+    assert call_hooks.install_psycopg2()
+    try:
+        timed = ext.get_wait_callback()
+        assert timed is not None
+        seen: list[Any] = []
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+            seen.append(ext.get_wait_callback())
+            start_response("200 OK", [])
+            return [b"ok"]
+
+        wrapped = accounting.wrap_wsgi(app)
+        for header in (DROPPED, KEPT):
+            body = wrapped({"PATH_INFO": "/x/", "HTTP_TRACEPARENT": header}, lambda *a: None)
+            getattr(body, "close", lambda: None)()
+        # libpq's own waits outside the sample only where no other request can be running
+        assert seen == [None if one_at_a_time else timed, timed]
+        assert ext.get_wait_callback() is timed
+    finally:
+        ext.set_wait_callback(before)
+
+
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()

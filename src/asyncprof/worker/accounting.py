@@ -33,14 +33,20 @@ _writer: RecordWriter | None = None
 _summary: dict[str, Any] = {}
 _otel = False
 _unsampled = itertools.count()  # requests outside the sample; next() is atomic under threaded workers
+_one_at_a_time = False  # see install()
 
 
-def install(run_dir: str | None, *, interface: str, otel: bool) -> None:
-    """Patch the waiting call sites and open this worker's record file; once per process."""
-    global _writer, _otel
+def install(run_dir: str | None, *, interface: str, otel: bool, one_request_at_a_time: bool = False) -> None:
+    """Patch the waiting call sites and open this worker's record file; once per process.
+
+    *one_request_at_a_time*: the worker serves requests one after another on one thread (gunicorn's
+    sync worker), so process-wide hooks may be switched per request (see ``wrap_wsgi``).
+    """
+    global _writer, _otel, _one_at_a_time
     if _writer is not None or not run_dir:
         return
     _otel = otel
+    _one_at_a_time = one_request_at_a_time
     _writer = RecordWriter(Path(run_dir, ACCOUNTING_DIR))
     _summary.update(
         pid=os.getpid(),
@@ -151,7 +157,15 @@ def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
         if not sampled(environ.get("HTTP_TRACEPARENT")):
             next(_unsampled)
             current.set(UNSAMPLED)  # the hooks of this request's calls take their short way
-            return app(environ, start_response)
+            if not _one_at_a_time or greenlets:
+                return app(environ, start_response)
+            # libpq's own blocking waits: nothing to time.  Queries made while the server iterates
+            # the body (a streaming response) run with the callback again, untimed.
+            call_hooks.psycopg2_waits(False)
+            try:
+                return app(environ, start_response)
+            finally:
+                call_hooks.psycopg2_waits(True)
         t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
         rec = RequestRecord(_trace_id(environ.get("HTTP_TRACEPARENT")), environ.get("PATH_INFO", ""),
                             time.time(), t0)

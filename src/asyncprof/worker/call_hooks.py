@@ -386,8 +386,26 @@ def install_psycopg2() -> bool:
                 conn.cancel()  # as psycopg2.extras.wait_select does: let the server stop the query
                 continue
 
+    global _psycopg2_wait
+    _psycopg2_wait = wait
     ext.set_wait_callback(wait)
     return True
+
+
+_psycopg2_wait: Callable[[Any], None] | None = None
+
+
+def psycopg2_waits(on: bool) -> None:
+    """Set or clear psycopg2's wait callback (process-wide; only where one request runs at a time).
+
+    With a callback psycopg2 runs every query asynchronously and polls from Python: tens of
+    microseconds a query more than libpq's own blocking wait.  A single-threaded WSGI worker
+    clears it for requests outside the sample, which have nothing to time.
+    """
+    if _psycopg2_wait is not None:
+        import psycopg2.extensions as ext
+
+        ext.set_wait_callback(_psycopg2_wait if on else None)
 
 
 def _own_wait(rec: RequestRecord, t0: int, busy0: int) -> int:

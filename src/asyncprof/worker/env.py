@@ -20,6 +20,9 @@ INTERFACE = "ASYNCPROF_INTERFACE"
 #: When a worker not run by gunicorn writes ``workers/<pid>.json``: ``lifespan`` (ASGI lifespan
 #: startup) or ``import`` (when the application module is imported; the default).
 ANNOUNCE = "ASYNCPROF_ANNOUNCE"
+#: "1": each worker process serves one request at a time on one thread (gunicorn's sync worker), so
+#: process-wide hooks may be switched per request.  Set by the mode's registry entry.
+ONE_AT_A_TIME = "ASYNCPROF_ONE_REQUEST_AT_A_TIME"
 #: "1": the worker ignores SIGTERM (its server stops it by other means; see the hypercorn mode).
 IGNORE_SIGTERM = "ASYNCPROF_IGNORE_SIGTERM"
 
@@ -39,6 +42,7 @@ class WorkerEnv:
     interface: str
     announce: str = "import"
     ignore_sigterm: bool = False
+    one_at_a_time: bool = False
 
     @classmethod
     def read(cls) -> "WorkerEnv":
@@ -54,4 +58,5 @@ class WorkerEnv:
             interface=os.environ.get(INTERFACE, ""),
             announce=os.environ.get(ANNOUNCE, "import") or "import",
             ignore_sigterm=os.environ.get(IGNORE_SIGTERM, "0") == "1",
+            one_at_a_time=os.environ.get(ONE_AT_A_TIME, "0") == "1",
         )

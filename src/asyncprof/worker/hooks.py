@@ -106,7 +106,8 @@ def install_accounting() -> None:
     if ENV.accounting:
         from asyncprof.worker import accounting
 
-        accounting.install(ENV.run_dir, interface=ENV.interface, otel=ENV.otel)
+        accounting.install(ENV.run_dir, interface=ENV.interface, otel=ENV.otel,
+                           one_request_at_a_time=ENV.one_at_a_time)
 
 
 def prepare_django() -> None:

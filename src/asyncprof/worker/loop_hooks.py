@@ -226,7 +226,10 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
     original = loop.call_soon
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
-        _mark_ready(callback)
+        # Called for every callback the loop schedules (dozens per request): _mark_ready's first
+        # test is inlined, so callbacks that are no task's step (most of them) cost one getattr.
+        if isinstance(getattr(callback, "__self__", None), asyncio.Task):
+            _mark_ready(callback)
         return original(callback, *args, context=context)
 
     try:
