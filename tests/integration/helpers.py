@@ -45,3 +45,21 @@ def started_pids(m: dict[str, Any]) -> list[int]:
     pids = m.get("pids", {})
     out = [pids[k] for k in ("server", "locust", "upstream") if k in pids]
     return out + list(pids.get("workers", [])) + list(pids.get("locust_workers", []))
+
+
+#: The breakdown's categories (the report's ``attribution_ms`` keys that sum to the client latency).
+CATEGORIES = ("cpu", "db_wait", "db_connect", "upstream_wait", "event_loop", "thread_hop", "gil_wait",
+              "os_run_queue", "blocking", "server_queue", "other")
+
+
+def close_to(actual: float, expected: float) -> bool:
+    """Within 10% or 0.5 ms of *expected*, whichever is larger (the calibration tolerance)."""
+    return abs(actual - expected) <= max(0.1 * expected, 0.5)
+
+
+def assert_adds_up(report: dict[str, Any]) -> None:
+    """The categories sum to the mean client latency within 5%, and ``other`` is under 5% of it."""
+    a = report["attribution_ms"]
+    latency = report["latency_ms"]["mean"]
+    assert abs(sum(a[c] for c in CATEGORIES) - latency) <= 0.05 * latency, (a, latency)
+    assert abs(a["other"]) <= 0.05 * latency, f"other is {a['other']:.2f} ms of {latency:.2f} ms"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import asyncprof, manifest, only_run, report_json
+from tests.integration.helpers import assert_adds_up, asyncprof, close_to, manifest, only_run, report_json
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +21,6 @@ SHOP = Path(__file__).resolve().parent.parent / "fixtures" / "shopapp"
 SERVE = {"sync": ("--wsgi", "shopsite.wsgi:application"), "async": ("--asgi", "shopsite.asgi:application")}
 MIGRATE = "python manage.py migrate --noinput"
 A_CPU, B_DB = 30.0, 30.0
-CATEGORIES = ("cpu", "db_wait", "db_connect", "upstream_wait", "event_loop", "thread_hop", "gil_wait",
-              "os_run_queue", "blocking", "server_queue", "other")
 
 
 def _fingerprint() -> str:
@@ -45,17 +43,6 @@ def _record(out: Path, db: str, mode: str, *load: str, users: int = 2, ok: bool 
     return report_json(only_run(out))
 
 
-def _close(actual: float, expected: float) -> bool:
-    return abs(actual - expected) <= max(0.1 * expected, 0.5)
-
-
-def _adds_up(report: dict[str, Any]) -> None:
-    a = report["attribution_ms"]
-    latency = report["latency_ms"]["mean"]
-    assert abs(sum(a[c] for c in CATEGORIES) - latency) <= 0.05 * latency, (a, latency)
-    assert abs(a["other"]) <= 0.05 * latency, f"other is {a['other']:.2f} ms of {latency:.2f} ms"
-
-
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_known_costs_of_the_project_are_recovered(mode: str, tmp_path: Path, service_url: str) -> None:
     before = _fingerprint()
@@ -65,14 +52,14 @@ def test_known_costs_of_the_project_are_recovered(mode: str, tmp_path: Path, ser
     for report in (zero, loaded):
         assert report["errors"] == 0 and report["requests"] > 0
         assert report["attribution_ms"] is not None, report.get("warnings")
-        _adds_up(report)
+        assert_adds_up(report)
     z, x = zero["attribution_ms"], loaded["attribution_ms"]
-    assert _close(x["cpu"] - z["cpu"], A_CPU), (z, x)
+    assert close_to(x["cpu"] - z["cpu"], A_CPU), (z, x)
     # A sync view under ASGI runs in the executor thread while the loop thread runs Python: after the
     # query returns, that thread waits for the GIL up to the 5 ms switch interval, and that wait is
     # still billed to db_wait (not yet split out as gil_wait).  Bounded, and stated here, not hidden.
     gil_switch_ms = 5.0 if mode == "async" else 0.0
-    assert _close(x["db_wait"] - z["db_wait"], B_DB) or \
+    assert close_to(x["db_wait"] - z["db_wait"], B_DB) or \
         0 <= x["db_wait"] - z["db_wait"] - B_DB <= gil_switch_ms, (z, x)
     assert [e["name"] for e in loaded["endpoints"]] == [f"/work/?cpu_ms={A_CPU:g}&db_ms={B_DB:g}"]
     m = manifest(only_run(tmp_path / "loaded"))
@@ -92,7 +79,7 @@ def test_async_mode_with_the_projects_locustfile(tmp_path: Path, service_url: st
     names = {e["name"] for e in report["endpoints"]}
     assert names == {"items", "api-items"}, names
     assert report["accounting"]["match_rate"] >= 0.99, report["accounting"]
-    _adds_up(report)
+    assert_adds_up(report)
     m = manifest(only_run(tmp_path / "run"))
     assert m["load"]["user_classes"] == ["ShopVisitor"]
     # The sync-only middleware of the project is named in the hop finding, first.
