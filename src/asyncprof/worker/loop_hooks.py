@@ -15,6 +15,13 @@ Two hooks on the worker's running loop:
 The factory works on any loop that honours ``set_task_factory`` (asyncio and uvloop);
 ``call_soon`` can only be replaced on asyncio's pure-Python loops, so under uvloop ready-waits
 are not measured (``ready_wait_measured`` False) and land in ``other``.
+
+The instance-level ``call_soon``, ``call_soon_threadsafe`` and selector wrappers run for every
+callback and loop iteration (dozens per request), yet only timed requests use what they note.
+So they are on only while a timed request is in flight on the loop (:func:`follow` as its record
+begins, :func:`unfollow` as it closes): with most requests outside the sample, most of the time
+the loop runs unwrapped.  A task's first step is scheduled as it is created, so its creation is
+its ready mark when the wrappers were off then (``TimedCoroutine.__init__``).
 """
 
 import asyncio
@@ -73,8 +80,10 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
         # during its first step (see TimedCoroutine._step and accounting.wrap_asgi).
         self.rec: RequestRecord | None = current.get()
         self.created_ns = perf_counter_ns()
-        self.ready_ns = 0
-        self.ready_rd = 0
+        # The task's first step is scheduled now (Task.__init__ calls call_soon), whether or not the
+        # call_soon wrapper is on (see follow()); _mark_ready overwrites both when it is.
+        self.ready_ns = self.created_ns
+        self.ready_rd = STATS.last_rd
         self.is_ready = False
         self.t0 = self.c0 = self.r0 = 0
         # True once the task is known to run a request outside the sample (see
@@ -173,9 +182,10 @@ def _ready_delay(wait: int, rd_now: int, rd_marked: int) -> int:
 
 def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Task[Any]":
     """The loop's task factory: the usual Task, around a timed coroutine."""
-    # A task created by a request outside the sample is not timed at all.
-    if isinstance(coro, collections.abc.Coroutine) and not isinstance(coro, TimedCoroutine) \
-            and current.get() is not UNSAMPLED:
+    # A task created by a request outside the sample is not timed at all.  (The ABC test last:
+    # it is the slow one.)
+    if current.get() is not UNSAMPLED and type(coro) is not TimedCoroutine \
+            and isinstance(coro, collections.abc.Coroutine):
         coro = TimedCoroutine(coro)
     return asyncio.Task(coro, loop=loop, **kwargs)
 
@@ -198,7 +208,7 @@ def _mark_ready(callback: Any) -> None:
     if not isinstance(task, asyncio.Task):
         return
     coro = task.get_coro()
-    if not isinstance(coro, TimedCoroutine) or coro.is_ready or coro.dormant:
+    if type(coro) is not TimedCoroutine or coro.is_ready or coro.dormant:  # not isinstance: an ABC, slow
         return
     # Timed from here: the tests above are a fraction of a microsecond, less than timing them costs.
     now = perf_counter_ns()
@@ -216,36 +226,69 @@ def _mark_ready(callback: Any) -> None:
     _charge(perf_counter_ns() - now)
 
 
+class _Wrappers:
+    """The loop's instance-level wrappers, switched on while timed requests are in flight."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.selector: Any = None
+        self.attrs: dict[str, Any] = {}  # loop attribute -> wrapper
+        self.in_flight = 0
+
+    def on(self) -> None:
+        if self.loop is None:
+            return
+        # The selector times noted while the wrappers were off are stale: no lag from them.
+        STATS.select_entered_ns = STATS.select_returned_ns = STATS.previous_return_ns = 0
+        for name, wrapper in self.attrs.items():
+            setattr(self.selector if name == "select" else self.loop, name, wrapper)
+
+    def off(self) -> None:
+        if self.loop is None:
+            return
+        for name in self.attrs:
+            owner = self.selector if name == "select" else self.loop
+            # Deleting the instance attribute uncovers the class's own method again.
+            owner.__dict__.pop(name, None)
+
+
+_WRAPPERS = _Wrappers()
+
+
 def install(loop: asyncio.AbstractEventLoop) -> bool:
-    """Install both hooks on *loop*; return whether ready-waits can be measured on it."""
+    """Install the hooks on *loop*; return whether ready-waits can be measured on it.
+
+    The task factory stays; the other wrappers are prepared here and switched on by
+    :func:`follow` (see the module's docstring).
+    """
     if loop.get_task_factory() is None:
         loop.set_task_factory(task_factory)  # type: ignore[arg-type]
     # The baseline of the first ready mark, before any timed step has set it (0 would charge
     # the thread's whole run delay since it started to the first request).
     STATS.last_rd = run_delay_ns()
-    original = loop.call_soon
+    _WRAPPERS.__init__()  # a new loop (tests make one each): nothing of the last one's
+    if not hasattr(loop, "__dict__"):
+        return False  # uvloop: a C type without an instance dict, call_soon cannot be replaced
+    original = type(loop).call_soon.__get__(loop)
 
     def call_soon(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
-        # Called for every callback the loop schedules (dozens per request): _mark_ready's first
-        # test is inlined, so callbacks that are no task's step (most of them) cost one getattr.
+        # Called for every callback the loop schedules while a timed request is in flight:
+        # _mark_ready's first test is inlined, so callbacks that are no task's step cost one getattr.
         if isinstance(getattr(callback, "__self__", None), asyncio.Task):
             _mark_ready(callback)
         return original(callback, *args, context=context)
 
-    try:
-        loop.call_soon = call_soon  # type: ignore[method-assign]
-    except (AttributeError, TypeError):  # uvloop: a C type without an instance dict
-        return False
-    original_threadsafe = loop.call_soon_threadsafe
+    original_threadsafe = type(loop).call_soon_threadsafe.__get__(loop)
 
     def call_soon_threadsafe(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
         call_hooks.note_hop_signal()
         return original_threadsafe(callback, *args, context=context)
 
-    loop.call_soon_threadsafe = call_soon_threadsafe  # type: ignore[method-assign]
+    _WRAPPERS.loop = loop
+    _WRAPPERS.attrs = {"call_soon": call_soon, "call_soon_threadsafe": call_soon_threadsafe}
     selector = getattr(loop, "_selector", None)
-    if selector is not None:
-        original_select = selector.select
+    if selector is not None and hasattr(selector, "__dict__"):
+        original_select = type(selector).select.__get__(selector)
 
         def select(timeout: float | None = None) -> Any:
             STATS.previous_return_ns = STATS.select_returned_ns
@@ -255,8 +298,24 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
             finally:
                 STATS.select_returned_ns = perf_counter_ns()
 
-        selector.select = select
+        _WRAPPERS.selector = selector
+        _WRAPPERS.attrs["select"] = select
     return True
+
+
+def follow() -> None:
+    """A timed request's record began on this loop: the wrappers are on until its last one ends."""
+    _WRAPPERS.in_flight += 1
+    if _WRAPPERS.in_flight == 1:
+        _WRAPPERS.on()
+
+
+def unfollow() -> None:
+    """A timed request's record closed (pairs with :func:`follow`)."""
+    if _WRAPPERS.in_flight > 0:
+        _WRAPPERS.in_flight -= 1
+        if _WRAPPERS.in_flight == 0:
+            _WRAPPERS.off()
 
 
 def loop_lag_ns(rec: RequestRecord, since: int) -> int:
@@ -275,7 +334,11 @@ def loop_lag_ns(rec: RequestRecord, since: int) -> int:
 
 
 def first_wait(rec: RequestRecord) -> None:
-    """Charge the request's own task's wait before its first step (called as the record starts)."""
+    """Charge the request's own task's wait before its first step (called as the record starts).
+
+    From here until :func:`finish_running` closes the record the loop's wrappers are on (:func:`follow`).
+    """
+    follow()
     task = asyncio.current_task()
     coro = task.get_coro() if task is not None else None
     if isinstance(coro, TimedCoroutine):
@@ -298,7 +361,11 @@ def request_start_ns() -> int | None:
 
 
 def finish_running(rec: RequestRecord) -> None:
-    """Close the record's in-progress step at the current instant (the response is complete)."""
+    """Close the record's in-progress step at the current instant (the response is complete).
+
+    Called once per record begun by :func:`first_wait`, whose :func:`follow` it ends.
+    """
+    unfollow()
     if rec.running:
         c1 = thread_time_ns()
         r1 = run_delay_ns()
