@@ -386,13 +386,14 @@ def install_psycopg2() -> bool:
                 conn.cancel()  # as psycopg2.extras.wait_select does: let the server stop the query
                 continue
 
-    global _psycopg2_wait
-    _psycopg2_wait = wait
+    global _psycopg2_wait, _set_wait_callback
+    _psycopg2_wait, _set_wait_callback = wait, ext.set_wait_callback
     ext.set_wait_callback(wait)
     return True
 
 
 _psycopg2_wait: Callable[[Any], None] | None = None
+_set_wait_callback: Callable[[Any], None] | None = None  # psycopg2's, kept so the per-request switch imports nothing
 
 
 def psycopg2_waits(on: bool) -> None:
@@ -402,10 +403,8 @@ def psycopg2_waits(on: bool) -> None:
     microseconds a query more than libpq's own blocking wait.  A single-threaded WSGI worker
     clears it for requests outside the sample, which have nothing to time.
     """
-    if _psycopg2_wait is not None:
-        import psycopg2.extensions as ext
-
-        ext.set_wait_callback(_psycopg2_wait if on else None)
+    if _set_wait_callback is not None:
+        _set_wait_callback(_psycopg2_wait if on else None)
 
 
 def _own_wait(rec: RequestRecord, t0: int, busy0: int) -> int:
