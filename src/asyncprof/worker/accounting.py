@@ -13,6 +13,8 @@ Everything here runs on the measured path, so it stays small: no allocation per 
 the clocks, no I/O per request (records are written in batches).
 """
 
+from __future__ import annotations
+
 import asyncio
 import copy
 import itertools

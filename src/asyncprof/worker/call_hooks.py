@@ -28,6 +28,8 @@ so code outside requests (startup, the span exporter's thread) pays one context-
   see as ``event_loop``).
 """
 
+from __future__ import annotations
+
 import functools
 import select
 import threading

@@ -12,6 +12,8 @@ Without schedstat (not Linux, or ``CONFIG_SCHEDSTATS`` off) the run delay reads 
 time is reported as ``gil_wait`` instead of ``os_run_queue``; ``schedstat_available()`` says so.
 """
 
+from __future__ import annotations
+
 import os
 import threading
 from time import perf_counter_ns, thread_time_ns

@@ -5,6 +5,8 @@ import.  They are the only channel between the two, so a user can also start
 a server by hand with the same variables and get the same instruments.
 """
 
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass
 

@@ -20,6 +20,8 @@ So a request's categories sum to its wall time, as under the other modes.  Insta
 accounting once gevent has patched the process (:func:`install`); a no-op otherwise.
 """
 
+from __future__ import annotations
+
 import sys
 import time
 from collections.abc import Callable

@@ -5,6 +5,8 @@ address, worker class and count come from the command line the mode registry
 builds.  The same hooks run for sync workers and for uvicorn workers.
 """
 
+from __future__ import annotations
+
 from typing import Any
 
 from asyncprof.worker import hooks

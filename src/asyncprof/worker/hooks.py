@@ -14,6 +14,8 @@ the worker announces itself at lifespan startup or at import
 (:data:`asyncprof.worker.env.ANNOUNCE`); see :func:`serve_standalone_asgi`.
 """
 
+from __future__ import annotations
+
 import atexit
 import importlib
 import importlib.util

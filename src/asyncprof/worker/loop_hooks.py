@@ -24,6 +24,8 @@ the loop runs unwrapped.  A task's first step is scheduled as it is created, so 
 its ready mark when the wrappers were off then (``TimedCoroutine.__init__``).
 """
 
+from __future__ import annotations
+
 import asyncio
 import collections.abc
 from collections.abc import Callable, Coroutine, Generator

@@ -24,6 +24,8 @@ and ``MiddlewareNotUsed`` is therefore not seen).  The worker writes its result 
 ``workers/<pid>.json`` (key ``middleware``); the hop finding names the user's entries.
 """
 
+from __future__ import annotations
+
 import inspect
 import sys
 from dataclasses import dataclass, field

@@ -7,6 +7,8 @@ replayed to any OTLP/HTTP JSON endpoint line by line.  It runs in the batch
 processor's thread, never on the request path.
 """
 
+from __future__ import annotations
+
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path

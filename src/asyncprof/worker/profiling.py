@@ -7,6 +7,8 @@ in the worker thread.  Each profile is saved as a pyinstrument session file
 named by the request's W3C trace id, so it can be found from its trace.
 """
 
+from __future__ import annotations
+
 import itertools
 import os
 import re

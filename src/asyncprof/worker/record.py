@@ -6,6 +6,8 @@ nanoseconds to its fields as they happen; :meth:`RequestRecord.row` turns it int
 of ``accounting/<pid>.tsv`` (format: :mod:`asyncprof.worker.record_format`).
 """
 
+from __future__ import annotations
+
 import os
 import threading
 from contextvars import ContextVar

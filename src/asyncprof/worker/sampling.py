@@ -11,6 +11,8 @@ A request without a well-formed ``traceparent`` (a browser, a health check, a lo
 not asyncprof's) is in the sample: nothing says otherwise.
 """
 
+from __future__ import annotations
+
 from typing import Any
 
 __all__ = ["sampled", "unsampled_context"]

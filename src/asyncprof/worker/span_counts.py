@@ -13,6 +13,8 @@ batch (export): the lock because gthread workers end spans on several threads, a
 increment would read as a drop.
 """
 
+from __future__ import annotations
+
 import threading
 from collections.abc import Sequence
 from time import thread_time_ns
