@@ -5,7 +5,7 @@ Two hooks on the worker's running loop:
 * a task factory wraps each new task's coroutine in :class:`TimedCoroutine`, whose ``send``
   and ``throw`` (one task step each) read the three clocks before and after and charge the
   step to the request in the task's context (``record.current``);
-* an instance-level ``call_soon`` notes when a task is scheduled to run (a task's step and
+* a ``call_soon`` wrapper notes when a task is scheduled to run (a task's step and
   wakeup callbacks carry the task as ``__self__``).  The time from there to the step's start
   is time the request was ready while the loop ran something else: ``event_loop``, minus the
   loop thread's run delay over it (``os_run_queue``).  A request with several tasks (Django
@@ -16,7 +16,7 @@ The factory works on any loop that honours ``set_task_factory`` (asyncio and uvl
 ``call_soon`` can only be replaced on asyncio's pure-Python loops, so under uvloop ready-waits
 are not measured (``ready_wait_measured`` False) and land in ``other``.
 
-The instance-level ``call_soon``, ``call_soon_threadsafe`` and selector wrappers run for every
+The ``call_soon``, ``call_soon_threadsafe`` and selector wrappers run for every
 callback and loop iteration (dozens per request), yet only timed requests use what they note.
 So they are on only while a timed request is in flight on the loop (:func:`follow` as its record
 begins, :func:`unfollow` as it closes): with most requests outside the sample, most of the time
@@ -228,13 +228,37 @@ def _mark_ready(callback: Any) -> None:
     _charge(perf_counter_ns() - now)
 
 
+#: CPython's flag for types whose attributes cannot be set (C types such as uvloop's loop).
+_IMMUTABLE_TYPE = 1 << 8
+
+
+def _patchable(obj: Any) -> bool:
+    """Whether *obj*'s class accepts new attributes, tested without touching the instance.
+
+    Reading ``obj.__dict__`` (or setting an attribute the class does not know) turns the
+    instance's inline attribute values into a dict for the rest of its life, and every
+    specialised attribute access on it takes the generic path from then on: measured under
+    valgrind, a quarter-million instructions more per request on a loop whose ``__dict__`` was
+    read once, about 7 % of an ASGI request (``scripts/count-instructions``).
+    """
+    return not type(obj).__flags__ & _IMMUTABLE_TYPE
+
+
 class _Wrappers:
-    """The loop's instance-level wrappers, switched on while timed requests are in flight."""
+    """Class-level wrappers of the loop's and its selector's methods, on while timed requests
+    are in flight.
+
+    They are set on the classes, not the instances (see :func:`_patchable`), and pass calls on
+    any other loop or selector straight through.  Setting and removing a class attribute
+    invalidates the interpreter's caches for that class once each way; that happens as the first
+    timed request starts and the last one ends, not per callback.
+    """
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.selector: Any = None
-        self.attrs: dict[str, Any] = {}  # loop attribute -> wrapper
+        self.attrs: dict[str, Any] = {}  # method name -> wrapper, set on the owner's class
+        self.saved: dict[str, tuple[type, Any]] = {}  # method name -> (class, its own attribute or _MISSING)
         self.in_flight = 0
 
     def on(self) -> None:
@@ -243,17 +267,20 @@ class _Wrappers:
         # The selector times noted while the wrappers were off are stale: no lag from them.
         STATS.select_entered_ns = STATS.select_returned_ns = STATS.previous_return_ns = 0
         for name, wrapper in self.attrs.items():
-            setattr(self.selector if name == "select" else self.loop, name, wrapper)
+            cls = type(self.selector if name == "select" else self.loop)
+            self.saved[name] = (cls, cls.__dict__.get(name, _MISSING))
+            setattr(cls, name, wrapper)
 
     def off(self) -> None:
-        if self.loop is None:
-            return
-        for name in self.attrs:
-            owner = self.selector if name == "select" else self.loop
-            # Deleting the instance attribute uncovers the class's own method again.
-            owner.__dict__.pop(name, None)
+        for name, (cls, own) in self.saved.items():
+            if own is _MISSING:
+                delattr(cls, name)  # uncovers the inherited method again
+            else:
+                setattr(cls, name, own)
+        self.saved.clear()
 
 
+_MISSING = object()
 _WRAPPERS = _Wrappers()
 
 
@@ -268,35 +295,41 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
     # The baseline of the first ready mark, before any timed step has set it (0 would charge
     # the thread's whole run delay since it started to the first request).
     STATS.last_rd = run_delay_ns()
-    _WRAPPERS.__init__()  # a new loop (tests make one each): nothing of the last one's
-    if not hasattr(loop, "__dict__"):
-        return False  # uvloop: a C type without an instance dict, call_soon cannot be replaced
-    original = type(loop).call_soon.__get__(loop)
+    if _WRAPPERS.saved:
+        _WRAPPERS.off()  # a new loop (tests make one each) while the last one was followed
+    _WRAPPERS.__init__()  # a new loop: nothing of the last one's
+    if not _patchable(loop):
+        return False  # uvloop: a C type, call_soon cannot be replaced
+    loop_class = type(loop)
+    original = loop_class.call_soon
 
-    def call_soon(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+    def call_soon(self: Any, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
         # Called for every callback the loop schedules while a timed request is in flight:
         # _mark_ready's first test is inlined, so callbacks that are no task's step cost one getattr.
-        if isinstance(getattr(callback, "__self__", None), asyncio.Task):
+        if self is _WRAPPERS.loop and isinstance(getattr(callback, "__self__", None), asyncio.Task):
             _mark_ready(callback)
-        return original(callback, *args, context=context)
+        return original(self, callback, *args, context=context)
 
-    original_threadsafe = type(loop).call_soon_threadsafe.__get__(loop)
+    original_threadsafe = loop_class.call_soon_threadsafe
 
-    def call_soon_threadsafe(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
-        call_hooks.note_hop_signal()
-        return original_threadsafe(callback, *args, context=context)
+    def call_soon_threadsafe(self: Any, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        if self is _WRAPPERS.loop:
+            call_hooks.note_hop_signal()
+        return original_threadsafe(self, callback, *args, context=context)
 
     _WRAPPERS.loop = loop
     _WRAPPERS.attrs = {"call_soon": call_soon, "call_soon_threadsafe": call_soon_threadsafe}
     selector = getattr(loop, "_selector", None)
-    if selector is not None and hasattr(selector, "__dict__"):
-        original_select = type(selector).select.__get__(selector)
+    if selector is not None and _patchable(selector):
+        original_select = type(selector).select
 
-        def select(timeout: float | None = None) -> Any:
+        def select(self: Any, timeout: float | None = None) -> Any:
+            if self is not _WRAPPERS.selector:
+                return original_select(self, timeout)
             STATS.previous_return_ns = STATS.select_returned_ns
             STATS.select_entered_ns = perf_counter_ns()
             try:
-                return original_select(timeout)
+                return original_select(self, timeout)
             finally:
                 STATS.select_returned_ns = perf_counter_ns()
 

@@ -42,11 +42,18 @@ def unsampled_context(traceparent: str | bytes | None) -> Any:
     suppression flag first and call straight through: an unsampled span still costs the
     sampler's decision and the span machinery, about 100 µs a query.  A span started anyway
     (by code that ignores the flag) has the unsampled parent, so the parent-based sampler drops it.
+    Every request outside the sample pays for this, so the suppressed base context and the
+    classes are looked up once and the ids parsed without validation beyond ``int``.
     """
-    from opentelemetry import context, trace
-    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    global _otel
+    if _otel is None:
+        from opentelemetry import context, trace
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+        _otel = (context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True), trace.set_span_in_context,
+                 NonRecordingSpan, SpanContext, TraceFlags(TraceFlags.DEFAULT))
+    base, set_span_in_context, non_recording_span, span_context, not_sampled = _otel
     if isinstance(traceparent, bytes):
         traceparent = traceparent.decode("latin-1")
     try:
@@ -55,6 +62,8 @@ def unsampled_context(traceparent: str | bytes | None) -> Any:
         trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
     except ValueError:
         trace_id = span_id = 0
-    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
-    ctx = trace.set_span_in_context(NonRecordingSpan(parent))
-    return context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
+    parent = span_context(trace_id, span_id, is_remote=True, trace_flags=not_sampled)
+    return set_span_in_context(non_recording_span(parent), base)
+
+
+_otel: tuple[Any, ...] | None = None
