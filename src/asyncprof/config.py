@@ -14,12 +14,16 @@ from asyncprof.scenarios import get_scenario
 
 CONNECT_POLICIES = ("persistent", "per-request")
 #: py-spy's samples per second per process: its own CPU, on the same cores as the workers, is
-#: ≈ 0.2% of a core per process and sample rate unit here (20 Hz on 5 processes: 3.5–5.8% of a core).
-DEFAULT_PYSPY_RATE = 10
+#: ≈ 0.2% of a core per process and sample rate unit here (20 Hz on 5 processes: 3.5–5.8% of a core;
+#: 10 Hz: 2–5%).  5 Hz still gives a default 30 s run about 150 samples per worker.
+DEFAULT_PYSPY_RATE = 5
 #: The fraction of requests the per-request instruments follow (spans, breakdown records) when
 #: neither ``--sample-traces`` nor ``ASYNCPROF_SAMPLE_TRACES`` says: what keeps their cost within
-#: the budget scripts/bench-overhead checks (README, *What the instruments cost*).
-DEFAULT_SAMPLE_TRACES = 0.05
+#: the budget scripts/bench-overhead checks (README, *What the instruments cost*).  A request in
+#: the sample costs about twice its own work under WSGI (OTel's spans) and +40 % under ASGI
+#: (scripts/count-instructions), so 2 % adds ≈ 1-2.5 %; a default 30 s run still follows several
+#: hundred requests at this machine's throughput.
+DEFAULT_SAMPLE_TRACES = 0.02
 #: pyinstrument profiles one request in this many per worker: a profiled request costs several
 #: times its own CPU (the profiler, then saving the session), so one in 100 cost ≈ 4% of the
 #: workers' CPU in the seed scenario; one in 1000 keeps it near 0.4%.
