@@ -315,6 +315,39 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
+def _has_instance_dict(obj: Any, attribute: str) -> bool:
+    """Whether CPython keeps *obj*'s attributes in a dict (asked without reading ``__dict__``,
+    which would create one): the garbage collector then sees a dict holding *attribute*, one of
+    the object's own, instead of the inline values."""
+    import gc
+
+    return any(type(r) is dict and attribute in r for r in gc.get_referents(obj))
+
+
+def test_wrappers_go_on_the_classes_and_leave_the_loop_without_a_dict(loop: asyncio.AbstractEventLoop) -> None:
+    # An instance dict on the loop would send every attribute access on it down the generic path
+    # for the rest of the worker's life (loop_hooks._patchable).
+    selector = loop._selector  # type: ignore[attr-defined]
+    original = type(loop).call_soon
+    assert not _has_instance_dict(loop, "_ready") and not _has_instance_dict(selector, "_fd_to_key")
+    loop_hooks.follow()
+    try:
+        assert type(loop).call_soon is not original  # on while a timed request is in flight
+        other = asyncio.new_event_loop()  # another loop of the class passes straight through
+        try:
+            marks = loop_hooks.STATS.ready_marks
+            other.run_until_complete(asyncio.sleep(0))
+            assert loop_hooks.STATS.ready_marks == marks
+        finally:
+            other.close()
+    finally:
+        loop_hooks.unfollow()
+    assert type(loop).call_soon is original and "call_soon" not in type(loop).__dict__
+    assert not _has_instance_dict(loop, "_ready") and not _has_instance_dict(selector, "_fd_to_key")
+    loop.__dict__  # the check itself sees the difference
+    assert _has_instance_dict(loop, "_ready")
+
+
 def run_fake_request(loop: asyncio.AbstractEventLoop, own_cpu_ms: float, hog_cpu_ms: float,
                      sleep_s: float) -> tuple[RequestRecord, dict[str, int]]:
     """One request: its first step burns *own_cpu_ms*, yields (ready at once, but a hog task burns
