@@ -238,7 +238,7 @@ def _patchable(obj: Any) -> bool:
     Reading ``obj.__dict__`` (or setting an attribute the class does not know) turns the
     instance's inline attribute values into a dict for the rest of its life, and every
     specialised attribute access on it takes the generic path from then on: measured under
-    valgrind, a quarter-million instructions more per request on a loop whose ``__dict__`` was
+    valgrind, half a million instructions more per request on a loop whose ``__dict__`` was
     read once, about 7 % of an ASGI request (``scripts/count-instructions``).
     """
     return not type(obj).__flags__ & _IMMUTABLE_TYPE
