@@ -54,7 +54,9 @@ def _finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_worker_killed_mid_run_is_replaced_sampled_and_reported(mode: str, traces: Path) -> None:
-    proc = _start(traces, "--mode", mode)
+    # py-spy at 10 Hz, not record's 5: at 5 Hz it once sampled no stack of the replacement worker
+    # in the few seconds left of this short window.
+    proc = _start(traces, "--mode", mode, "--pyspy-rate", "10")
     m = _measuring(traces, proc, 1.5)  # early enough for the new worker to be sampled in the window
     victim = m["pids"]["workers"][0]
     os.kill(victim, signal.SIGKILL)
