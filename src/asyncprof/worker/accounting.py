@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from asyncprof.worker import call_hooks, greenlet_hooks, loop_hooks
+from asyncprof.worker import call_hooks, greenlet_hooks, loop_hooks, switches
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, schedstat_available, thread_time_ns
 from asyncprof.worker.record import UNSAMPLED, RecordWriter, RequestRecord, current
 from asyncprof.worker.sampling import sampled
@@ -154,20 +154,19 @@ def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
     if _writer is None:
         return app
     greenlets = _follow_greenlets()  # gunicorn's gevent worker has patched the process by now
+    # Process-wide hooks follow each request's sample state (asyncprof.worker.switches) only where
+    # no other request can be running meanwhile.
+    switching = _one_at_a_time and not greenlets
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not sampled(environ.get("HTTP_TRACEPARENT")):
             next(_unsampled)
             current.set(UNSAMPLED)  # the hooks of this request's calls take their short way
-            if not _one_at_a_time or greenlets:
-                return app(environ, start_response)
-            # libpq's own blocking waits: nothing to time.  Queries made while the server iterates
-            # the body (a streaming response) run with the callback again, untimed.
-            call_hooks.psycopg2_waits(False)
-            try:
-                return app(environ, start_response)
-            finally:
-                call_hooks.psycopg2_waits(True)
+            if switching:
+                switches.follow(False)  # libpq's own blocking waits: nothing to time
+            return app(environ, start_response)
+        if switching:
+            switches.follow(True)
         t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
         rec = RequestRecord(_trace_id(environ.get("HTTP_TRACEPARENT")), environ.get("PATH_INFO", ""),
                             time.time(), t0)

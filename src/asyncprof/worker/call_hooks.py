@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
-from asyncprof.worker import greenlet_hooks, loop_hooks
+from asyncprof.worker import greenlet_hooks, loop_hooks, switches
 from asyncprof.worker.record import RequestRecord, current
 
 HOP_SITES: Counter[str] = Counter()
@@ -391,6 +391,7 @@ def install_psycopg2() -> bool:
     global _psycopg2_wait, _set_wait_callback
     _psycopg2_wait, _set_wait_callback = wait, ext.set_wait_callback
     ext.set_wait_callback(wait)
+    switches.register(psycopg2_waits)  # followed only by workers that serve one request at a time
     return True
 
 
@@ -399,7 +400,7 @@ _set_wait_callback: Callable[[Any], None] | None = None  # psycopg2's, kept so t
 
 
 def psycopg2_waits(on: bool) -> None:
-    """Set or clear psycopg2's wait callback (process-wide; only where one request runs at a time).
+    """Set or clear psycopg2's wait callback (process-wide; a setter of :mod:`asyncprof.worker.switches`).
 
     With a callback psycopg2 runs every query asynchronously and polls from Python: tens of
     microseconds a query more than libpq's own blocking wait.  A single-threaded WSGI worker

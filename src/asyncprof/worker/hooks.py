@@ -100,6 +100,12 @@ def install_tracing() -> None:
     trace.set_tracer_provider(provider)
     Psycopg2Instrumentor().instrument(skip_dep_check=True)
     AsyncPGInstrumentor().instrument(skip_dep_check=True)
+    if ENV.one_at_a_time:  # plain cursors outside the sample: see wrap_wsgi
+        import psycopg2
+
+        from asyncprof.worker import switches
+
+        switches.track_psycopg2_connections(psycopg2)
     _provider = provider
 
 
@@ -146,12 +152,18 @@ def wrap_wsgi(app: Any) -> Any:
 
     from asyncprof.worker.sampling import sampled, unsampled_context
 
+    from asyncprof.worker import switches
+
     traced = OpenTelemetryMiddleware(app)
+    # One request at a time: its connections' cursors follow its sample state (switches).
+    follow = switches.follow if ENV.one_at_a_time else lambda in_sample: None
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         traceparent = environ.get("HTTP_TRACEPARENT")
         if sampled(traceparent):
+            follow(True)
             return traced(environ, start_response)
+        follow(False)
         # Detached as the app returns: left attached, its span would be the parent of the thread's
         # next request (OTel's middleware then makes an internal span, not a server span).  A
         # query made while the server iterates the body is outside it and starts a root span,
