@@ -20,10 +20,11 @@ DEFAULT_PYSPY_RATE = 5
 #: The fraction of requests the per-request instruments follow (spans, breakdown records) when
 #: neither ``--sample-traces`` nor ``ASYNCPROF_SAMPLE_TRACES`` says: what keeps their cost within
 #: the budget scripts/bench-overhead checks (README, *What the instruments cost*).  A request in
-#: the sample costs about twice its own work under WSGI (OTel's spans) and +40 % under ASGI
-#: (scripts/count-instructions), so 2 % adds ≈ 1-2.5 %; a default 30 s run still follows several
-#: hundred requests at this machine's throughput.
-DEFAULT_SAMPLE_TRACES = 0.02
+#: the sample costs about twice its own work under WSGI (OTel's spans) and +70 % under ASGI
+#: (scripts/count-instructions), so 1 % adds ≈ 0.7-1.3 % beside what every request pays; a
+#: default 30 s run still follows a few hundred requests at this machine's throughput (about
+#: 300 sync, 120 async), enough for the breakdown's medians.
+DEFAULT_SAMPLE_TRACES = 0.01
 #: pyinstrument profiles one request in this many per worker: a profiled request costs several
 #: times its own CPU (the profiler, then saving the session), so one in 100 cost ≈ 4% of the
 #: workers' CPU in the seed scenario; one in 1000 keeps it near 0.4%.

@@ -33,7 +33,7 @@ import pytest
 
 from asyncprof.worker import accounting, call_hooks, loop_hooks
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, schedstat_available, thread_time_ns
-from asyncprof.worker.record import RecordWriter, RequestRecord, current
+from asyncprof.worker.record import UNSAMPLED, RecordWriter, RequestRecord, current
 from asyncprof.worker.record_format import COLUMNS, SERVER_CATEGORIES
 
 MS = 1_000_000
@@ -84,6 +84,7 @@ REAL_THREAD_TESTS = (
     "test_run_delay_is_per_thread",
     "test_sync_to_async_hops_are_counted_and_timed",
     "test_hops_outside_a_request_are_not_counted",
+    "test_switched_hop_hooks_are_on_only_while_a_timed_request_is_in_flight",
     "test_async_to_sync_wait_is_thread_hop",
     "test_psycopg2_waits_are_db_wait_and_db_connect",
     "test_sync_httpx_calls_are_upstream_wait",
@@ -154,6 +155,8 @@ def restore_hooked_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(asyncpg, "connect", asyncpg.connect)
     monkeypatch.setattr(asyncpg.connection, "connect", asyncpg.connection.connect)
     monkeypatch.setattr(call_hooks, "HOP_SITES", Counter())
+    monkeypatch.setattr(call_hooks, "_installed", set())
+    monkeypatch.setattr(loop_hooks, "_SWITCHED", [])
     monkeypatch.setattr(call_hooks, "STATS", call_hooks.CallStats())
     monkeypatch.setattr(loop_hooks, "STATS", loop_hooks.LoopStats())
     monkeypatch.setattr(accounting, "_writer", None)
@@ -589,6 +592,47 @@ def test_hops_outside_a_request_are_not_counted(loop: asyncio.AbstractEventLoop,
     assert call_hooks.install_asgiref()
     assert loop.run_until_complete(sync_to_async(lambda: 42)()) == 42
     assert not call_hooks.HOP_SITES
+
+
+def test_switched_hop_hooks_are_on_only_while_a_timed_request_is_in_flight(
+        loop: asyncio.AbstractEventLoop, real_threads: bool) -> None:
+    """ASGI workers: asgiref and asyncpg are asgiref's and asyncpg's own between timed requests,
+    hooked while one is in flight (its hops counted, an overlapping unsampled request's not), and
+    their own again after it."""
+    if real_threads:
+        return  # passed in a fresh interpreter
+    import asyncpg.connection
+    import asyncpg.pool
+    from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
+
+    hooked = [(SyncToAsync, "__call__"), (SyncToAsync, "thread_handler"), (AsyncToSync, "__call__"),
+              (asyncpg.connection.Connection, "_execute"), (asyncpg.pool.Pool, "_acquire")]
+    own = {(cls, name): cls.__dict__[name] for cls, name in hooked}
+    assert call_hooks.install_asgiref(switched=True) and call_hooks.install_asyncpg(switched=True)
+    assert all(cls.__dict__[name] is own[cls, name] for cls, name in hooked), "hooked outside a timed request"
+    seen: dict[str, bool] = {}
+
+    async def unsampled() -> None:
+        current.set(UNSAMPLED)
+        await sync_to_async(hop_work)()
+
+    async def request() -> RequestRecord:
+        rec = start_request()
+        seen["during"] = all(cls.__dict__[name] is not own[cls, name] for cls, name in hooked)
+        other = loop.create_task(unsampled())
+        await sync_to_async(hop_work)()
+        await other
+        loop_hooks.finish_running(rec)
+        close_record(rec)
+        return rec
+
+    rec = loop.run_until_complete(loop.create_task(request()))
+    assert seen["during"], "not hooked while the timed request was in flight"
+    assert rec.hops == 1 and rec.cpu >= 4.9 * MS
+    assert call_hooks.HOP_SITES == Counter({f"{__name__}.hop_work": 1})
+    assert all(cls.__dict__[name] is own[cls, name] for cls, name in hooked), "still hooked after it"
+    assert loop.run_until_complete(sync_to_async(lambda: 42)()) == 42
+    assert call_hooks.HOP_SITES == Counter({f"{__name__}.hop_work": 1})
 
 
 def test_async_to_sync_wait_is_thread_hop(real_threads: bool) -> None:

@@ -47,6 +47,9 @@ def install(run_dir: str | None, *, interface: str, otel: bool, one_request_at_a
     global _writer, _otel, _one_at_a_time
     if _writer is not None or not run_dir:
         return
+    # ASGI requests start on the event loop, whose hooks know when a timed one is in flight: the
+    # hop and query hooks are on only then (loop_hooks.switch_with_timed_requests).
+    switched = interface == "asgi"
     _otel = otel
     _one_at_a_time = one_request_at_a_time
     _writer = RecordWriter(Path(run_dir, ACCOUNTING_DIR))
@@ -57,9 +60,9 @@ def install(run_dir: str | None, *, interface: str, otel: bool, one_request_at_a
         ready_wait_measured=False,
         schedstat=schedstat_available(),
         hooks={
-            "asgiref": call_hooks.install_asgiref(),
+            "asgiref": call_hooks.install_asgiref(switched),
             "psycopg2": call_hooks.install_psycopg2(),
-            "asyncpg": call_hooks.install_asyncpg(),
+            "asyncpg": call_hooks.install_asyncpg(switched),
             "httpx": call_hooks.install_httpx(),
             "time.sleep": True,
         },

@@ -165,14 +165,32 @@ def _remember(cache: Any, key: Any, name: str) -> str:
     return name
 
 
-def install_asgiref() -> bool:
-    """Patch asgiref's SyncToAsync; False when asgiref is not importable."""
+_installed: set[str] = set()  # the call sites hooked in this process (each once)
+
+
+def _hook(cls: Any, name: str, wrapper: Any, switched: bool) -> None:
+    """Set *wrapper* as ``cls.name``: for good, or, *switched*, only while timed requests are in
+    flight on the event loop (:func:`asyncprof.worker.loop_hooks.switch_with_timed_requests`)."""
+    if switched:
+        loop_hooks.switch_with_timed_requests(cls, name, wrapper)
+    else:
+        setattr(cls, name, wrapper)
+
+
+def install_asgiref(switched: bool = False) -> bool:
+    """Patch asgiref's SyncToAsync and AsyncToSync; False when asgiref is not importable.
+
+    *switched*: the hooks are on only while a timed request is in flight (ASGI workers, whose
+    requests start on the event loop; see :func:`_hook`).  Under WSGI a request starts on its
+    own thread, with no loop hook to say when, so the hooks stay.
+    """
     try:
         from asgiref.sync import AsyncToSync, SyncToAsync
     except ImportError:
         return False
-    if getattr(SyncToAsync.__call__, "_asyncprof", False):
+    if "asgiref" in _installed:
         return True
+    _installed.add("asgiref")
     original_call = SyncToAsync.__call__
     original_handler = SyncToAsync.thread_handler
 
@@ -235,10 +253,9 @@ def install_asgiref() -> bool:
 
         return original_handler(self, loop, exc_info, task_context, timed_func, *args, **kwargs)
 
-    call._asyncprof = True  # type: ignore[attr-defined]
-    SyncToAsync.__call__ = call  # type: ignore[method-assign]
-    SyncToAsync.thread_handler = thread_handler  # type: ignore[method-assign]
-    _install_async_to_sync(AsyncToSync)
+    _hook(SyncToAsync, "__call__", call, switched)
+    _hook(SyncToAsync, "thread_handler", thread_handler, switched)
+    _install_async_to_sync(AsyncToSync, switched)
     return True
 
 
@@ -263,7 +280,7 @@ def _account_hop(rec: RequestRecord, t0: int, busy0: int) -> None:
     rec.thread_hop += own
 
 
-def _install_async_to_sync(cls: Any) -> None:
+def _install_async_to_sync(cls: Any, switched: bool) -> None:
     """Count ``async_to_sync`` crossings (sync code calling async code, as under WSGI).
 
     The calling thread waits while the coroutine runs on a loop in another thread; that wait
@@ -297,7 +314,7 @@ def _install_async_to_sync(cls: Any) -> None:
             rec.thread_hop += waited
             rec.blocked_known += waited  # not GIL wait: the thread slept on the hop's future
 
-    cls.__call__ = call
+    _hook(cls, "__call__", call, switched)
 
 
 def _nested_async_to_sync(rec: RequestRecord, nested: list[int], original: Callable[..., Any], self: Any,
@@ -490,25 +507,29 @@ def _wrap_acquire(original: Any) -> Any:
     return acquire
 
 
-def install_asyncpg() -> bool:
-    """Wrap asyncpg's query, connect and pool-acquire coroutines; False without asyncpg."""
+def install_asyncpg(switched: bool = False) -> bool:
+    """Wrap asyncpg's query, connect and pool-acquire coroutines; False without asyncpg.
+
+    *switched*: the query and pool-acquire wrappers are on only while a timed request is in
+    flight (see :func:`install_asgiref`); ``connect`` is bound by each pool as it is created, so
+    its wrapper stays.
+    """
     try:
         import asyncpg
         import asyncpg.connection
         import asyncpg.pool
     except ImportError:
         return False
-    conn_cls = asyncpg.connection.Connection
-    if getattr(conn_cls._execute, "_asyncprof", False):
+    if "asyncpg" in _installed:
         return True
+    _installed.add("asyncpg")
+    conn_cls = asyncpg.connection.Connection
     for name in ("_execute", "execute", "_executemany"):
-        wrapped = _wrap_query(getattr(conn_cls, name))
-        wrapped._asyncprof = True  # type: ignore[attr-defined]
-        setattr(conn_cls, name, wrapped)
+        _hook(conn_cls, name, _wrap_query(getattr(conn_cls, name)), switched)
     connect = _wrap_connect(asyncpg.connection.connect)
     asyncpg.connection.connect = connect  # the pool looks it up here when it is created
     asyncpg.connect = connect
-    asyncpg.pool.Pool._acquire = _wrap_acquire(asyncpg.pool.Pool._acquire)  # type: ignore[method-assign]
+    _hook(asyncpg.pool.Pool, "_acquire", _wrap_acquire(asyncpg.pool.Pool._acquire), switched)
     return True
 
 

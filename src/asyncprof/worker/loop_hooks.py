@@ -245,11 +245,11 @@ def _patchable(obj: Any) -> bool:
 
 
 class _Wrappers:
-    """Class-level wrappers of the loop's and its selector's methods, on while timed requests
-    are in flight.
+    """Class-level wrappers that are on while timed requests are in flight: the loop's and its
+    selector's methods, and the hooks other modules switch with them (:func:`switch_with_timed_requests`).
 
-    They are set on the classes, not the instances (see :func:`_patchable`), and pass calls on
-    any other loop or selector straight through.  Setting and removing a class attribute
+    They are set on the classes, not the instances (see :func:`_patchable`), and the loop's pass
+    calls on any other loop or selector straight through.  Setting and removing a class attribute
     invalidates the interpreter's caches for that class once each way; that happens as the first
     timed request starts and the last one ends, not per callback.
     """
@@ -257,27 +257,54 @@ class _Wrappers:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.selector: Any = None
-        self.attrs: dict[str, Any] = {}  # method name -> wrapper, set on the owner's class
-        self.saved: dict[str, tuple[type, Any]] = {}  # method name -> (class, its own attribute or _MISSING)
+        self.attrs: dict[str, Any] = {}  # the loop's method name -> wrapper, set on the owner's class
+        self.saved: list[tuple[type, str, Any]] = []  # (class, name, its own attribute or _MISSING), in order set
         self.in_flight = 0
 
+    def entries(self) -> list[tuple[type, str, Any]]:
+        """What :meth:`on` sets: the current loop's wrappers, then the switched hooks."""
+        out = [(type(self.selector if name == "select" else self.loop), name, wrapper)
+               for name, wrapper in self.attrs.items()] if self.loop is not None else []
+        return out + _SWITCHED
+
     def on(self) -> None:
-        if self.loop is None:
-            return
         # The selector times noted while the wrappers were off are stale: no lag from them.
         STATS.select_entered_ns = STATS.select_returned_ns = STATS.previous_return_ns = 0
-        for name, wrapper in self.attrs.items():
-            cls = type(self.selector if name == "select" else self.loop)
-            self.saved[name] = (cls, cls.__dict__.get(name, _MISSING))
+        for cls, name, wrapper in self.entries():
+            self.saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
             setattr(cls, name, wrapper)
 
     def off(self) -> None:
-        for name, (cls, own) in self.saved.items():
+        for cls, name, own in reversed(self.saved):  # reversed: two hooks on one attribute unwind in order
             if own is _MISSING:
                 delattr(cls, name)  # uncovers the inherited method again
             else:
                 setattr(cls, name, own)
         self.saved.clear()
+
+
+#: Hooks of other modules (the thread hops', the asyncpg queries') that only timed requests use:
+#: (class, attribute, wrapper), set with the loop's wrappers (see switch_with_timed_requests).
+_SWITCHED: list[tuple[type, str, Any]] = []
+
+
+def switch_with_timed_requests(cls: type, name: str, wrapper: Any) -> None:
+    """Make *wrapper* ``cls.name`` only while a timed request is in flight in this process.
+
+    For class-level hooks that do nothing for a request outside the sample but still cost a call
+    (asgiref's ``SyncToAsync``: about 10,000 instructions a hop, ``scripts/count-instructions``):
+    with most requests outside the sample, most of the time the class is left as it was.  The
+    hook must take its short way for calls outside a timed request, as it will run for those
+    that overlap one.  Anything that must be seen from a request's start (its first task) cannot
+    be switched this way: the request is known to be timed only once it runs.
+    """
+    entry = (cls, name, wrapper)
+    if entry in _SWITCHED:
+        return
+    _SWITCHED.append(entry)
+    if _WRAPPERS.in_flight:
+        _WRAPPERS.saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
+        setattr(cls, name, wrapper)
 
 
 _MISSING = object()
