@@ -258,3 +258,48 @@ def test_asgi_server_spans_only_for_the_sample(finished_spans: InMemorySpanExpor
     spans = finished_spans.get_finished_spans()
     assert sorted(s.kind.name for s in spans) == ["INTERNAL", "SERVER"]
     assert {format(s.context.trace_id, "032x") for s in spans} == {TRACE}
+
+
+def test_asgi_database_span_wrappers_are_on_only_while_a_sampled_request_runs(
+        finished_spans: InMemorySpanExporter, otel_only: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What OTel's asyncpg instrumentation wraps is the driver's own between sampled requests."""
+    import dataclasses
+
+    from asyncprof.worker import hooks
+
+    monkeypatch.setattr(hooks, "ENV", dataclasses.replace(hooks.ENV, interface="asgi"))
+    monkeypatch.setattr(loop_hooks, "_SWITCHED", [])
+
+    class Driver:
+        def query(self) -> str:
+            return "own"
+
+    own = Driver.__dict__["query"]
+    with hooks._switched_with_sampled_requests([Driver]):
+        Driver.query = lambda self: "wrapped"  # type: ignore[method-assign]  # as the instrumentor does
+    assert Driver.__dict__["query"] is own
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(Driver().query())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped = hooks.wrap_asgi(app)
+    loop = asyncio.new_event_loop()
+    try:
+        for flags in ("00", "01", "00"):
+            scope = {"type": "http", "method": "GET", "path": "/a/", "scheme": "http", "http_version": "1.1",
+                     "server": ("t", 80), "headers": [(b"traceparent", f"00-{TRACE}-00f067aa0ba902b7-{flags}".encode())]}
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, Any]) -> None:
+                pass
+
+            loop.run_until_complete(wrapped(scope, receive, send))
+    finally:
+        loop.close()
+    assert seen == ["own", "wrapped", "own"]
+    assert Driver.__dict__["query"] is own

@@ -17,6 +17,7 @@ the worker announces itself at lifespan startup or at import
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -25,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,8 @@ def install_tracing() -> None:
     _span_counters = (ended, file_exporter, live_counter)
     trace.set_tracer_provider(provider)
     Psycopg2Instrumentor().instrument(skip_dep_check=True)
-    AsyncPGInstrumentor().instrument(skip_dep_check=True)
+    with _switched_with_sampled_requests(_asyncpg_classes()):
+        AsyncPGInstrumentor().instrument(skip_dep_check=True)
     if ENV.one_at_a_time:  # plain cursors outside the sample: see wrap_wsgi
         import psycopg2
 
@@ -107,6 +109,38 @@ def install_tracing() -> None:
 
         switches.track_psycopg2_connections(psycopg2)
     _provider = provider
+
+
+def _asyncpg_classes() -> list[type]:
+    """The asyncpg classes OTel's instrumentation wraps methods of (none without asyncpg)."""
+    try:
+        import asyncpg.connection
+        import asyncpg.cursor
+    except ImportError:
+        return []
+    return [asyncpg.connection.Connection, asyncpg.cursor.Cursor, asyncpg.cursor.CursorIterator]
+
+
+@contextlib.contextmanager
+def _switched_with_sampled_requests(classes: list[type]) -> Iterator[None]:
+    """Under ASGI, make the methods of *classes* wrapped inside the block wrapped only while a
+    sampled request is in flight (:func:`asyncprof.worker.loop_hooks.switch_with_timed_requests`).
+
+    OTel's asyncpg wrappers consult the context at every query, and a suppressed one (a request
+    outside the sample) still costs their call and an extra coroutine frame: about 1 % of an ASGI
+    request's instructions (``scripts/count-instructions``).  Between sampled requests the
+    classes are left as asyncpg made them; while one is in flight, the others take the
+    suppressed way as before.  Under WSGI the wrappers stay (no loop says when a request runs).
+    """
+    before = [(cls, dict(vars(cls))) for cls in classes] if ENV.interface == "asgi" else []
+    yield
+    from asyncprof.worker import loop_hooks
+
+    for cls, own in before:
+        for name, value in list(vars(cls).items()):
+            if name in own and own[name] is not value:
+                setattr(cls, name, own[name])
+                loop_hooks.switch_with_timed_requests(cls, name, value)
 
 
 def install_accounting() -> None:
@@ -195,16 +229,21 @@ def wrap_asgi(app: Any) -> Any:
     from opentelemetry import context
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
+    from asyncprof.worker import loop_hooks
     from asyncprof.worker.sampling import sampled, unsampled_context
 
     traced = OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])
 
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        traceparent = None
-        if scope.get("type") == "http":
-            traceparent = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
-        if sampled(traceparent):
+        if scope.get("type") != "http":  # lifespan (for the worker's life), websockets: no request
             return await traced(scope, receive, send)
+        traceparent = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
+        if sampled(traceparent):
+            loop_hooks.follow()  # the database spans' wrappers are on (see _switched_with_sampled_requests)
+            try:
+                return await traced(scope, receive, send)
+            finally:
+                loop_hooks.unfollow()
         token = context.attach(unsampled_context(traceparent))
         try:
             return await app(scope, receive, send)
