@@ -6,7 +6,7 @@ replaced by its number), and waits.  The kernel spreads connections over the pro
 accept on the shared socket, as with gunicorn's or uvicorn's workers.
 
 It is the server's master process as far as asyncprof is concerned: the recorder stops it by
-pid, and py-spy attaches to it with ``--subprocesses``.  SIGTERM or SIGINT is passed on to every
+pid, and py-spy samples it and each child (:class:`asyncprof.collectors.pyspy.PySpies`).  SIGTERM or SIGINT is passed on to every
 child (each stops gracefully and flushes its files) and it exits once they all have.  If a
 child exits on its own, the others are stopped and it exits with that child's code, so the
 recorder sees the server fail.

@@ -25,7 +25,7 @@ from asyncprof.analysis.stats import percentile
 from asyncprof.collectors.loadgen import (TAIL_SECONDS, LoadGenerator, LoadPlan, RequestLogTail, check_locustfile,
                                           remote_worker_command, saturation_warnings, start_locust)
 from asyncprof.collectors.procstat import CpuSnapshot, cpu_window
-from asyncprof.collectors.pyspy import SAMPLING_FLAGS, failure_reason, pyspy_binary, start_pyspy
+from asyncprof.collectors.pyspy import PROCESS_FLAGS, PySpies, failure_reason, pyspy_binary
 from asyncprof.collectors.server import ServerWatch, start_server, worker_environment
 from asyncprof.collectors.upstream import start_upstream
 from asyncprof.config import RecordConfig
@@ -40,6 +40,9 @@ from asyncprof.scenarios import get_scenario
 from asyncprof.versions import host_info, package_versions
 
 FIRST_REQUEST_TIMEOUT = 20.0
+#: py-spy attaches this long before the measured window starts, so that attaching (reading each
+#: process's maps and symbols: about 0.1 s of CPU for five processes) is not the window's work.
+PYSPY_LEAD_S = 1.0
 #: Below this much free space on the run directory's filesystem the run stops: its writers are failing.
 DISK_FREE_MIN = 64 * 1024
 
@@ -140,8 +143,8 @@ def record(config: RecordConfig, console: Console | None = None) -> Run:
     run.reserve_space()  # released for the final manifest, so a full disk still ends with one
     instruments: dict[str, dict[str, Any]] = {
         "pyspy": {"enabled": config.pyspy, "rate_hz": config.pyspy_rate,
-                  "flags": [*SAMPLING_FLAGS]
-                  + (["--nonblocking"] if config.pyspy_nonblocking else [])},
+                  "flags": [*PROCESS_FLAGS] + (["--nonblocking"] if config.pyspy_nonblocking else []),
+                  "per_process": True, "lead_s": PYSPY_LEAD_S},
         "otel": {"enabled": config.otel, "otlp_endpoint": otlp is not None,
                  "otlp": otlp.describe() if otlp is not None else None, "sample_traces": config.sample_traces},
         "pyinstrument": {"enabled": config.pyinstrument, "every": config.profile_every},
@@ -333,14 +336,16 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
     started = time.time()
     first: float | None = None
     window: dict[str, float] = {}
-    pyspy: ManagedProcess | None = None
+    pyspy: PySpies | None = None
+    pyspy_tried = False
     cpu_start: CpuSnapshot | None = None
     planned = config.warmup + config.duration
 
     def snapshot() -> CpuSnapshot:
         pids: dict[str, int | None] = {f"worker:{pid}": pid for pid in run.manifest["pids"].get("workers", [])}
         pids.update(load.pids())
-        pids.update(server=server.pid, pyspy=pyspy.pid if pyspy is not None else None)
+        pids.update(server=server.pid)
+        pids.update(pyspy.process_ids() if pyspy is not None else {})
         pids.update(upstream=run.manifest["pids"].get("upstream"))  # the fanout scenario's upstream service
         return CpuSnapshot.take(pids)
 
@@ -354,6 +359,12 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                 if rows and first is None:
                     first = min(r[0] for r in rows)
                 stats.add(now, rows)
+                if first is not None and config.pyspy and not pyspy_tried \
+                        and now >= first + config.warmup - PYSPY_LEAD_S:
+                    pyspy_tried = True
+                    pyspy = _start_pyspy(group, run, server.pid, config, instruments, console, until=first + planned)
+                elif pyspy is not None:
+                    pyspy.follow(run.manifest["pids"].get("workers", []))  # replacements too (ServerWatch)
                 if first is None:
                     # Remote workers get Locust's own wait for them (--expect-workers-max-wait) first.
                     timeout = FIRST_REQUEST_TIMEOUT + (300 if config.load_remote_workers else 0)
@@ -362,8 +373,6 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                 elif not window and now >= first + config.warmup:
                     window = {"start_unix": first + config.warmup, "end_unix": first + planned}
                     run.update(window=dict(window))
-                    if config.pyspy:
-                        pyspy = _start_pyspy(group, run, server.pid, config, instruments, console)
                     cpu_start = snapshot()
                 elif cpu_start is not None and now >= window["end_unix"]:
                     run.update(cpu_window=cpu_window(cpu_start, snapshot()))
@@ -390,9 +399,7 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
             run.update(cpu_window=cpu_window(cpu_start, snapshot()))
         if pyspy is not None:
             # py-spy stops by itself at the end of its duration; on early exit, SIGINT makes it write.
-            if pyspy.wait(max(0.0, window.get("end_unix", end) - time.time()) + 10) is None:
-                pyspy.stop(grace=10)
-            if pyspy.popen.returncode not in (0, None):
+            if pyspy.finish(until_unix=window.get("end_unix", end), grace=10):
                 reason = failure_reason(run.logs_dir / "pyspy.log")
                 instruments["pyspy"].update(status="failed", error=reason)
     code = load.wait(10)
@@ -411,21 +418,24 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
 
 
 def _start_pyspy(group: ProcessGroup, run: Run, pid: int, config: RecordConfig,
-                 instruments: dict[str, dict[str, Any]], console: Console) -> ManagedProcess | None:
+                 instruments: dict[str, dict[str, Any]], console: Console, *, until: float) -> PySpies | None:
+    """A py-spy on the server's master and on each worker known so far (see :class:`PySpies`)."""
     if pyspy_binary() is None:
         instruments["pyspy"].update(status="failed", error="py-spy is not installed")
         console.print("[yellow]warning:[/] py-spy is not installed; recording without CPU samples")
         return None
     pinning = config.pinning
-    proc = start_pyspy(group, run, pid=pid, rate=config.pyspy_rate, duration=config.duration,
-                       nonblocking=config.pyspy_nonblocking, cpus=pinning["load"] if pinning else None)
-    if proc.wait(0.5) not in (None, 0):
+    spies = PySpies(group, run, root=pid, rate=config.pyspy_rate, until_unix=until,
+                    nonblocking=config.pyspy_nonblocking, cpus=pinning["load"] if pinning else None)
+    spies.follow([pid, *run.manifest["pids"].get("workers", [])])
+    if not spies.attached(0.5):
+        spies.finish(until_unix=time.time(), grace=0)
         reason = failure_reason(run.logs_dir / "pyspy.log")
         instruments["pyspy"].update(status="failed", error=f"py-spy could not attach: {reason}")
         console.print(f"warning: py-spy could not attach: {reason}; going on without the CPU profile",
                       style="yellow", highlight=False, soft_wrap=True, markup=False)
         return None
-    return proc
+    return spies
 
 
 def _finish(run: Run, status: str, error: str | None, instruments: dict[str, dict[str, Any]],

@@ -73,7 +73,7 @@ def test_worker_killed_mid_run_is_replaced_sampled_and_reported(mode: str, trace
     assert isinstance(new, int) and new != victim, m["faults"]
     assert new in m["pids"]["workers"] and (run / "workers" / f"{new}.json").exists()
     assert new in [w["pid"] for w in m["workers"]]
-    # py-spy samples the master with --subprocesses: the new worker's stacks are in the samples.
+    # The recorder starts a py-spy on the new worker as it announces itself: its stacks are in the samples.
     samples = (run / "pyspy" / "samples.txt").read_text()
     assert f"process {new}:" in samples
 

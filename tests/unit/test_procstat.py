@@ -152,3 +152,12 @@ def test_cpu_window_of_real_snapshots() -> None:
     assert w["workers_cpu_s"][str(child.pid)] >= 0.05
     assert 0 <= w["server_master_cpu_s"] <= 0.2  # this test process mostly slept
     assert 0.05 <= w["machine_busy_share"] <= 1.0  # at least the spinning child's CPU
+
+
+def test_cpu_window_adds_up_one_pyspy_per_process() -> None:
+    start = CpuSnapshot(0.0, {"pyspy:11": 0.5, "pyspy:12": 0.25, "pyspy:13": 0.1}, None)
+    end = CpuSnapshot(10.0, {"pyspy:11": 0.75, "pyspy:12": 0.5, "pyspy:14": 0.2}, None)
+    # 13's py-spy ended with its worker, 14's started after the start: neither has a figure
+    assert cpu_window(start, end)["pyspy_cpu_s"] == 0.5
+    assert cpu_window(CpuSnapshot(0.0, {"pyspy:11": None}, None),
+                      CpuSnapshot(1.0, {"pyspy:11": 1.0}, None))["pyspy_cpu_s"] is None

@@ -14,3 +14,87 @@ def test_permission_failure_names_the_fix(tmp_path: Path) -> None:
 
 def test_missing_log_is_said(tmp_path: Path) -> None:
     assert "no log" in failure_reason(tmp_path / "absent.log")
+
+
+# --- one py-spy per process (record) ------------------------------------------------------------
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from asyncprof.collectors.pyspy import PySpies, process_chain, pyspy_binary
+from asyncprof.processes import ProcessGroup
+from asyncprof.run import Run
+
+#: A master that forks two workers, each busy in a function of its own; all wait for SIGTERM.
+TREE = """
+import os, signal, sys, time
+def spin_in_worker():
+    while True:
+        sum(range(1000))
+def idle_master():
+    while True:
+        time.sleep(0.01)
+for _ in range(2):
+    if os.fork() == 0:
+        spin_in_worker()
+print("ready", flush=True)
+idle_master()
+"""
+
+
+@pytest.fixture
+def tree() -> Iterator[tuple[int, list[int]]]:
+    """(master pid, worker pids) of a small forking Python server, stopped by pid afterwards."""
+    proc = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        children = sorted(int(c) for c in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split())
+        assert len(children) == 2
+        yield proc.pid, children
+    finally:
+        os.killpg(proc.pid, 9)  # the tree's own process group: the master and its two workers
+        proc.wait(5)
+
+
+def test_process_chain_names_the_master_then_the_worker(tree: tuple[int, list[int]]) -> None:
+    master, workers = tree
+    chain = process_chain(master, workers[0])
+    assert chain.startswith(f'process {master}:"{sys.executable} -c ')
+    assert f';process {workers[0]}:"{sys.executable} -c ' in chain and chain.endswith('";')
+    assert chain.count("process ") == 2
+    assert process_chain(master, master).count("process ") == 1
+    assert process_chain(workers[1], workers[0]) == process_chain(workers[0], workers[0])  # not under it
+
+
+@pytest.mark.skipif(pyspy_binary() is None, reason="py-spy is not installed")
+def test_one_pyspy_per_process_writes_the_samples_as_subprocesses_would(tmp_path: Path,
+                                                                        tree: tuple[int, list[int]]) -> None:
+    master, workers = tree
+    run = Run.create(tmp_path, "pyspy")
+    with ProcessGroup() as group:
+        # every thread, not only the GIL holder: the idle master has stacks too
+        spies = PySpies(group, run, root=master, rate=20, until_unix=time.time() + 2.5, gil=False)
+        assert spies.follow([master, workers[0], master]) == [master, workers[0]]
+        assert spies.attached(0.5)
+        assert spies.follow([master, *workers]) == [workers[1]]  # a worker the server started later
+        assert set(spies.process_ids()) == {f"pyspy:{p}" for p in (master, *workers)}
+        assert spies.finish(until_unix=spies.until_unix, grace=10) is False
+    lines = (run.pyspy_dir / "samples.txt").read_text().splitlines()
+    assert not list(run.pyspy_dir.glob("samples-*.txt"))  # merged, then removed
+    by_pid: dict[int, list[str]] = {}
+    for line in lines:
+        frames = line.rsplit(" ", 1)[0].split(";")
+        procs = [f for f in frames if f.startswith("process ")]
+        by_pid.setdefault(int(procs[-1].split(":", 1)[0].split()[1]), []).append(line)
+        assert procs[0].startswith(f"process {master}:")  # every stack under the master, as --subprocesses nests them
+    assert set(by_pid) == {master, *workers}
+    assert all("spin_in_worker" in line for w in workers for line in by_pid[w])
+    assert all("idle_master" in line for line in by_pid[master])
+    # the ones sampled from the start were sampled for ~2.5 s at 20 Hz
+    counts = {pid: sum(int(line.rsplit(" ", 1)[1]) for line in rows) for pid, rows in by_pid.items()}
+    assert counts[workers[0]] >= 20 and counts[workers[1]] >= 5, counts

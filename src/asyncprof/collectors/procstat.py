@@ -55,11 +55,18 @@ class CpuSnapshot:
         )
 
 
+def _sum(values: list[float | None]) -> float | None:
+    """The sum of the known values, None when none is known."""
+    known = [v for v in values if v is not None]
+    return round(sum(known), 3) if known else None
+
+
 def cpu_window(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, Any]:
     """The manifest's ``cpu_window``: CPU seconds each process used between two snapshots.
 
     Keys: ``seconds`` (wall time between the snapshots), ``workers_cpu_s`` {pid: seconds} for
-    names ``worker:<pid>``, ``server_master_cpu_s``, ``pyspy_cpu_s``, ``upstream_cpu_s``,
+    names ``worker:<pid>``, ``server_master_cpu_s``, ``pyspy_cpu_s`` (``pyspy`` and every
+    ``pyspy:<pid>``: one py-spy per sampled process), ``upstream_cpu_s``,
     ``locust_cpu_s`` (the busiest Locust process: ``locust`` or a ``locust:<i>`` worker, since
     each is single-threaded and saturates at one core), ``load_cpu_s`` {name: seconds} for every
     Locust process (None when a process was not running at both ends), ``machine_busy_share``
@@ -81,7 +88,7 @@ def cpu_window(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, Any]:
             name.split(":", 1)[1]: used(name) for name in start.processes if name.startswith("worker:")
         },
         "server_master_cpu_s": used("server"),
-        "pyspy_cpu_s": used("pyspy"),
+        "pyspy_cpu_s": _sum([used(name) for name in start.processes if name.split(":", 1)[0] == "pyspy"]),
         "locust_cpu_s": max(load_used, default=None),
         "load_cpu_s": load,
         "upstream_cpu_s": used("upstream"),

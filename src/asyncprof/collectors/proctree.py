@@ -34,6 +34,14 @@ def process_alive(pid: int) -> bool:
     return state is not None and state not in ("Z", "X")
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of *pid* from ``/proc/<pid>/stat``, None if there is none."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def process_uid(pid: int) -> int | None:
     """The real uid owning *pid*, None if unreadable."""
     with contextlib.suppress(OSError):

@@ -151,7 +151,7 @@ class ServerWatch:
       manifest's ``faults``: its pid, when it was found gone (``unix``) and, once its master has started
       another (a new ``workers/<pid>.json``), ``replaced_by`` and ``replacement_ready_unix`` (from its
       file).  New workers join ``pids.workers``, so the CPU snapshot and the checks for leftovers know
-      them (py-spy, which samples the master ``--subprocesses``, picks them up by itself).  The signal or exit code
+      them, and the recorder starts a py-spy on each (:class:`~asyncprof.collectors.pyspy.PySpies`).  The signal or exit code
       is read from the server's log by the report (gunicorn: ``Worker (pid:N) was sent SIGKILL!``).
     * The database: the embedded server's postmaster must stay alive; any database is probed with one
       connection (at most once a second) while requests fail.  Gone, it is a ``database_lost`` fault,
