@@ -364,7 +364,7 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
                     pyspy_tried = True
                     pyspy = _start_pyspy(group, run, server.pid, config, instruments, console, until=first + planned)
                 elif pyspy is not None:
-                    pyspy.follow(run.manifest["pids"].get("workers", []))  # replacements too (ServerWatch)
+                    pyspy.follow(run.manifest["pids"].get("workers", []))  # new workers too, as they fork
                 if first is None:
                     # Remote workers get Locust's own wait for them (--expect-workers-max-wait) first.
                     timeout = FIRST_REQUEST_TIMEOUT + (300 if config.load_remote_workers else 0)
@@ -427,7 +427,7 @@ def _start_pyspy(group: ProcessGroup, run: Run, pid: int, config: RecordConfig,
     pinning = config.pinning
     spies = PySpies(group, run, root=pid, rate=config.pyspy_rate, until_unix=until,
                     nonblocking=config.pyspy_nonblocking, cpus=pinning["load"] if pinning else None)
-    spies.follow([pid, *run.manifest["pids"].get("workers", [])])
+    spies.follow(run.manifest["pids"].get("workers", []))
     if not spies.attached(0.5):
         spies.finish(until_unix=time.time(), grace=0)
         reason = failure_reason(run.logs_dir / "pyspy.log")

@@ -67,7 +67,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from asyncprof.collectors.proctree import cmdline, parent_pid, process_alive
+from asyncprof.collectors.proctree import children, cmdline, parent_pid, process_alive
 from asyncprof.processes import ManagedProcess, ProcessGroup
 from asyncprof.run import Run
 
@@ -76,6 +76,8 @@ SAMPLES_FILE = "samples.txt"
 SAMPLING_FLAGS: tuple[str, ...] = ("--subprocesses", "--gil", "--idle", "--threads")
 #: Sampling flags of ``record``'s py-spy per process (before ``--nonblocking``), for manifests.
 PROCESS_FLAGS: tuple[str, ...] = ("--gil", "--idle", "--threads")
+#: py-spies started on one process at most (see :meth:`PySpies.follow`).
+ATTEMPTS = 3
 
 
 def pyspy_binary() -> str | None:
@@ -113,7 +115,7 @@ def start_pyspy(group: ProcessGroup, run: Run, *, pid: int, rate: int, duration:
 class PySpies:
     """py-spy on each process of a server: its master and every worker, one py-spy each.
 
-    :meth:`follow` starts a py-spy for each pid not followed yet, sampling until *until_unix*;
+    :meth:`follow` (every tick) starts a py-spy for each process not followed yet, sampling until *until_unix*;
     :meth:`finish` waits for them (or stops them, writing what they have), then writes
     ``pyspy/samples.txt`` from the per-process files with the process chain of each stack.  Every
     py-spy writes its messages to ``logs/pyspy.log``.  The processes belong to *group*, which stops
@@ -124,19 +126,29 @@ class PySpies:
                  nonblocking: bool = True, gil: bool = True, cpus: Sequence[int] | None = None) -> None:
         self.group, self.run, self.root = group, run, root
         self.rate, self.until_unix, self.nonblocking, self.gil, self.cpus = rate, until_unix, nonblocking, gil, cpus
-        self.procs: dict[int, ManagedProcess] = {}  # sampled pid -> its py-spy
+        self.procs: dict[int, ManagedProcess] = {}  # sampled pid -> its (latest) py-spy
+        self.attempts: dict[int, int] = {}  # sampled pid -> py-spies started on it
         self.chains: dict[int, str] = {}  # sampled pid -> the process frames its stacks go under
         self.log = run.logs_dir / "pyspy.log"
 
-    def follow(self, pids: Iterable[int]) -> list[int]:
-        """Start sampling each of *pids* not followed yet (none once the window is over); the started ones."""
+    def follow(self, pids: Iterable[int] = ()) -> list[int]:
+        """Start sampling the root, its children and *pids*, each not followed yet; the started ones.
+
+        A child is followed from the moment it exists (a replacement worker's start-up is sampled as
+        ``--subprocesses`` would), found by reading the root's ``children`` files, not all of
+        ``/proc``.  A py-spy that could not attach to a process still there (one that had not yet
+        exec'd Python) is tried again, up to :data:`ATTEMPTS` times.  Nothing starts once the
+        window is over.
+        """
         binary = pyspy_binary()
         duration = self.until_unix - time.time()
         if binary is None or duration < 0.5:
             return []
         started = []
-        for pid in pids:
-            if pid in self.procs:
+        for pid in dict.fromkeys([self.root, *children(self.root), *pids]):
+            proc = self.procs.get(pid)
+            if proc is not None and (proc.popen.poll() in (None, 0) or self.attempts[pid] >= ATTEMPTS
+                                     or not process_alive(pid)):
                 continue
             self.chains[pid] = process_chain(self.root, pid)
             argv = [binary, "record", "--pid", str(pid), "--rate", str(self.rate),
@@ -147,6 +159,7 @@ class PySpies:
             # SIGINT makes py-spy stop sampling and still write what it has.
             self.procs[pid] = self.group.start(f"py-spy:{pid}", argv, log_path=self.log,
                                                stop_signal=signal.SIGINT, cpus=self.cpus)
+            self.attempts[pid] = self.attempts.get(pid, 0) + 1
             started.append(pid)
         return started
 
@@ -163,18 +176,16 @@ class PySpies:
         """Wait until *until_unix* + *grace* for the py-spies to end by themselves (they sample
         until the window's end), stop the ones still running, and write the samples.
 
-        Returns whether a py-spy failed on a process that is still there (the others exit non-zero
-        when their process does: a worker that died or was replaced).
+        Returns whether py-spy failed: none of them ended well.  One failing alone is not a
+        failure: its process exited (a worker killed or replaced) or is not Python (a server's
+        helper process), as ``--subprocesses`` skips those.
         """
-        failed = False
         deadline = max(until_unix, time.time()) + grace
-        for pid, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.wait(max(0.0, deadline - time.time())) is None:
                 proc.stop(grace=10)
-            if proc.popen.returncode not in (0, None) and process_alive(pid):
-                failed = True
         self.write_samples()
-        return failed
+        return bool(self.procs) and not any(p.popen.returncode == 0 for p in self.procs.values())
 
     def write_samples(self) -> Path | None:
         """``samples.txt`` from the per-process files, each stack under its process chain; None
