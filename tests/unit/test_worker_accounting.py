@@ -19,6 +19,7 @@ and pass or fail with its outcome.
 
 import asyncio
 import os
+import select
 import subprocess
 import xml.etree.ElementTree as ET
 import sys
@@ -82,6 +83,7 @@ def ms(ns: float) -> float:
 #: Tests that need real OS threads (hop threads, a WSGI worker thread, per-thread clocks).
 REAL_THREAD_TESTS = (
     "test_run_delay_is_per_thread",
+    "test_threads_that_read_their_run_delay_leave_no_descriptor_open",
     "test_sync_to_async_hops_are_counted_and_timed",
     "test_hops_outside_a_request_are_not_counted",
     "test_switched_hop_hooks_are_on_only_while_a_timed_request_is_in_flight",
@@ -304,6 +306,51 @@ def test_run_delay_is_per_thread(real_threads: bool) -> None:
     thread.join()
     assert box["cpu"] < 50 * MS  # the new thread's CPU, not the process's
     assert box["rd"] < 200 * MS
+
+
+def test_threads_that_read_their_run_delay_leave_no_descriptor_open(real_threads: bool) -> None:
+    """Each thread opens its own schedstat file; it is closed as the thread ends (asgiref starts a
+    thread per request under Django's ASGI handler: one left open per thread ran a worker out of
+    descriptors ``select`` can take)."""
+    if real_threads:
+        return  # passed in a fresh interpreter
+    if not schedstat_available():
+        pytest.skip("no /proc/thread-self/schedstat on this kernel")
+    before = len(os.listdir("/proc/self/fd"))
+    values: list[int] = []
+    for _ in range(40):
+        thread = threading.Thread(target=lambda: values.append(run_delay_ns()))
+        thread.start()
+        thread.join()
+    assert len(values) == 40 and all(v >= 0 for v in values)
+    assert len(os.listdir("/proc/self/fd")) - before < 5
+
+
+def test_psycopg2_waits_on_a_descriptor_select_cannot_take() -> None:
+    """A descriptor above 1023 is waited for with poll (select.select raises ValueError on it)."""
+    import socket
+
+    import resource
+
+    high = 1500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= high:
+        if hard != resource.RLIM_INFINITY and hard <= high:
+            pytest.skip(f"this process may not open descriptor {high} (RLIMIT_NOFILE {hard})")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high + 1, hard))
+    a, b = socket.socketpair()
+    try:
+        os.dup2(a.fileno(), high)
+        with pytest.raises(ValueError):
+            select.select([high], [], [], 0)
+        b.send(b"x")
+        call_hooks._wait_fd([high], [])  # returns: readable
+        call_hooks._wait_fd([], [high])  # returns: writable
+        call_hooks._wait_fd([a.fileno()], [])  # below the limit: select
+    finally:
+        os.close(high)
+        a.close()
+        b.close()
 
 
 # --- the loop hooks -----------------------------------------------------------------------------

@@ -359,13 +359,33 @@ def _blocked(fn: Callable[..., Any], *args: Any) -> int:
     return max(0, (t1 - t0) - (c1 - c0) - (r1 - r0))
 
 
+#: ``select.select`` takes descriptors below this only (glibc's FD_SETSIZE).
+_FD_SETSIZE = 1024
+
+
+def _wait_fd(rlist: list[int], wlist: list[int]) -> None:
+    """Wait until psycopg2's one descriptor is ready, as libpq's own wait would.
+
+    ``select.select`` (gevent's once patched: cooperative), or ``poll`` for a descriptor it cannot
+    take: a process with a thousand files open (connections piling up, say) must not see its
+    queries fail because asyncprof waits for them.
+    """
+    fd = (rlist or wlist)[0]
+    if fd < _FD_SETSIZE or select.select.__module__ != "select":
+        select.select(rlist, wlist, [])
+        return
+    poller = select.poll()
+    poller.register(fd, select.POLLIN if rlist else select.POLLOUT)
+    poller.poll()
+
+
 def _timed_select(rec: RequestRecord, rlist: list[int], wlist: list[int], connecting: bool) -> None:
     if greenlet_hooks.active():  # gevent: the select switches to the hub; the switch-out is the wait
         greenlet_hooks.wait(greenlet_hooks.WAIT_CONNECT if connecting else greenlet_hooks.WAIT_DB,
                             select.select, rlist, wlist, [])
         return
     STATS.timed_waits += 1
-    blocked = _blocked(select.select, rlist, wlist, [])
+    blocked = _blocked(_wait_fd, rlist, wlist)
     rec.blocked_known += blocked
     if connecting:
         rec.db_connect += blocked
@@ -398,7 +418,7 @@ def install_psycopg2() -> bool:
                 if state not in (ext.POLL_READ, ext.POLL_WRITE):
                     raise conn.OperationalError(f"bad state from poll: {state}")
                 if rec is None:
-                    select.select(rlist, wlist, [])
+                    _wait_fd(rlist, wlist)
                 else:
                     _timed_select(rec, rlist, wlist, connecting)
             except KeyboardInterrupt:

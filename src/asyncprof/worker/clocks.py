@@ -23,10 +23,13 @@ __all__ = ["perf_counter_ns", "thread_time_ns", "run_delay_ns", "schedstat_avail
 _SCHEDSTAT = "/proc/thread-self/schedstat"
 
 
-class _ThreadFd(threading.local):
-    """The calling thread's schedstat descriptor, closed when the thread's locals are freed."""
+class _Fd:
+    """A descriptor, closed when this object is freed."""
 
-    fd: int = -2  # -2: not opened yet, -1: unavailable
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
 
     def __del__(self) -> None:
         if self.fd >= 0:
@@ -36,18 +39,31 @@ class _ThreadFd(threading.local):
                 pass
 
 
-_local = _ThreadFd()
+class _PerThread(threading.local):
+    """The calling thread's schedstat descriptor (-2: not opened yet, -1: unavailable).
+
+    It is held by an :class:`_Fd` in the thread's own locals, which Python frees as the thread
+    ends: a worker that starts a thread per request (asgiref's executor under Django's ASGI
+    handler) would otherwise leak a descriptor per thread, until ``select`` fails on one above
+    1023.
+    """
+
+    holder: _Fd = _Fd(-2)
+
+
+_local = _PerThread()
 
 
 def run_delay_ns() -> int:
     """Nanoseconds the calling thread has spent runnable but not running, since it started."""
-    fd = _local.fd
+    fd = _local.holder.fd
     if fd == -2:
         try:
             # /proc/thread-self resolves at open time, so the descriptor stays bound to this thread.
-            fd = _local.fd = os.open(_SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(_SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            fd = _local.fd = -1
+            fd = -1
+        _local.holder = _Fd(fd)
     if fd < 0:
         return 0
     try:
