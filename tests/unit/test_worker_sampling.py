@@ -230,6 +230,25 @@ def test_wsgi_server_spans_only_for_the_sample(finished_spans: InMemorySpanExpor
     assert {format(s.context.trace_id, "032x") for s in spans} == {TRACE}
 
 
+def _serve_asgi(app: Any, flags: tuple[str, ...]) -> None:
+    """One GET per item of *flags* (the traceparent's flags: 00 outside the sample, 01 in it)."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    loop = asyncio.new_event_loop()
+    try:
+        for flag in flags:
+            scope = {"type": "http", "method": "GET", "path": "/a/", "scheme": "http", "http_version": "1.1",
+                     "server": ("t", 80), "headers": [(b"traceparent", f"00-{TRACE}-00f067aa0ba902b7-{flag}".encode())]}
+            loop.run_until_complete(app(scope, receive, send))
+    finally:
+        loop.close()
+
+
 def test_asgi_server_spans_only_for_the_sample(finished_spans: InMemorySpanExporter, otel_only: None) -> None:
     from asyncprof.worker import hooks
 
@@ -240,21 +259,7 @@ def test_asgi_server_spans_only_for_the_sample(finished_spans: InMemorySpanExpor
 
     wrapped = hooks.wrap_asgi(app)
     finished_spans.clear()
-    loop = asyncio.new_event_loop()
-    try:
-        for flags in ("00", "01", "00"):
-            scope = {"type": "http", "method": "GET", "path": "/a/", "scheme": "http", "http_version": "1.1",
-                     "server": ("t", 80), "headers": [(b"traceparent", f"00-{TRACE}-00f067aa0ba902b7-{flags}".encode())]}
-
-            async def receive() -> dict[str, Any]:
-                return {"type": "http.request", "body": b"", "more_body": False}
-
-            async def send(message: dict[str, Any]) -> None:
-                pass
-
-            loop.run_until_complete(wrapped(scope, receive, send))
-    finally:
-        loop.close()
+    _serve_asgi(wrapped, ("00", "01", "00"))
     spans = finished_spans.get_finished_spans()
     assert sorted(s.kind.name for s in spans) == ["INTERNAL", "SERVER"]
     assert {format(s.context.trace_id, "032x") for s in spans} == {TRACE}
@@ -286,20 +291,6 @@ def test_asgi_database_span_wrappers_are_on_only_while_a_sampled_request_runs(
         await send({"type": "http.response.body", "body": b"ok"})
 
     wrapped = hooks.wrap_asgi(app)
-    loop = asyncio.new_event_loop()
-    try:
-        for flags in ("00", "01", "00"):
-            scope = {"type": "http", "method": "GET", "path": "/a/", "scheme": "http", "http_version": "1.1",
-                     "server": ("t", 80), "headers": [(b"traceparent", f"00-{TRACE}-00f067aa0ba902b7-{flags}".encode())]}
-
-            async def receive() -> dict[str, Any]:
-                return {"type": "http.request", "body": b"", "more_body": False}
-
-            async def send(message: dict[str, Any]) -> None:
-                pass
-
-            loop.run_until_complete(wrapped(scope, receive, send))
-    finally:
-        loop.close()
+    _serve_asgi(wrapped, ("00", "01", "00"))
     assert seen == ["own", "wrapped", "own"]
     assert Driver.__dict__["query"] is own
