@@ -399,7 +399,9 @@ def _drive(run: Run, config: RecordConfig, group: ProcessGroup, server: ManagedP
             run.update(cpu_window=cpu_window(cpu_start, snapshot()))
         if pyspy is not None:
             # py-spy stops by itself at the end of its duration; on early exit, SIGINT makes it write.
-            if pyspy.finish(until_unix=window.get("end_unix", end), grace=10):
+            failed = pyspy.finish(until_unix=window.get("end_unix", end), grace=10)
+            instruments["pyspy"]["processes"] = sorted(pyspy.procs)  # every process a py-spy followed
+            if failed:
                 reason = failure_reason(run.logs_dir / "pyspy.log")
                 instruments["pyspy"].update(status="failed", error=reason)
     code = load.wait(10)

@@ -73,16 +73,22 @@ def test_worker_killed_mid_run_is_replaced_sampled_and_reported(mode: str, trace
     assert isinstance(new, int) and new != victim, m["faults"]
     assert new in m["pids"]["workers"] and (run / "workers" / f"{new}.json").exists()
     assert new in [w["pid"] for w in m["workers"]]
-    # The recorder starts a py-spy on the new worker as it announces itself: its stacks are in the samples.
+    # The recorder starts a py-spy on the new worker as soon as it is forked.  Its stacks are in the
+    # samples when it ran Python in the window: a sync worker serves its share of the users; an
+    # async one may get no connection at all (keep-alive users stay on the surviving worker's loop),
+    # and py-spy --gil has nothing to sample then.
+    assert new in m["instruments"]["pyspy"]["processes"]
     samples = (run / "pyspy" / "samples.txt").read_text()
-    assert f"process {new}:" in samples
+    if mode == "sync":
+        assert f"process {new}:" in samples
 
     r = report_json(run)
     fault = next(f for f in r["faults"] if f["kind"] == "worker_died")
     assert fault["pid"] == victim and fault["replaced_by"] == new and fault["signal"] == "SIGKILL"
     assert 0 < fault["t_s"] < 7
     assert fault["failed_requests"] is not None and fault["failed_requests"] <= r["errors"] < r["requests"]
-    assert str(new) in r["instruments"]["pyspy"]["samples_by_pid"]
+    if mode == "sync":
+        assert str(new) in r["instruments"]["pyspy"]["samples_by_pid"]
     finding = next(f for f in r["findings"] if f["evidence"].get("kind") == "worker_died")
     assert f"worker PID {victim} died mid-run (signal 9, SIGKILL)" in finding["detail"]
     assert f"replaced by PID {new}" in finding["detail"]

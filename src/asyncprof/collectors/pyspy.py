@@ -52,8 +52,8 @@ Recording choices:
   process on the machine from ``/proc``, which costs more than the sampling itself.  Measured
   2026-12-07 on this 2-core VM, a master and four idle workers at 5 Hz: 8 ms of py-spy CPU a
   second with ``--subprocesses`` (20 Hz: the same), 0.3 ms a second for one py-spy on one process.
-  asyncprof knows its workers (``workers/<pid>.json``, :class:`~asyncprof.collectors.server.ServerWatch`
-  follows replacements), so it starts a py-spy for each, and writes the samples as
+  asyncprof reads the master's children from ``/proc/<master>/task/*/children`` at every tick (a
+  replacement worker is sampled from its fork), starts a py-spy for each, and writes the samples as
   ``--subprocesses`` would have: each stack under its process chain (``process <pid>:"<command
   line>"`` frames from the master down).  ``attach`` still uses ``--subprocesses`` (someone else's
   server: its workers announce nothing).
@@ -130,6 +130,7 @@ class PySpies:
         self.attempts: dict[int, int] = {}  # sampled pid -> py-spies started on it
         self.chains: dict[int, str] = {}  # sampled pid -> the process frames its stacks go under
         self.log = run.logs_dir / "pyspy.log"
+        self.binary = pyspy_binary()  # looked up once: follow() runs at every tick of the recorder
 
     def follow(self, pids: Iterable[int] = ()) -> list[int]:
         """Start sampling the root, its children and *pids*, each not followed yet; the started ones.
@@ -140,7 +141,7 @@ class PySpies:
         exec'd Python) is tried again, up to :data:`ATTEMPTS` times.  Nothing starts once the
         window is over.
         """
-        binary = pyspy_binary()
+        binary = self.binary
         duration = self.until_unix - time.time()
         if binary is None or duration < 0.5:
             return []

@@ -271,8 +271,12 @@ class _Wrappers:
         # The selector times noted while the wrappers were off are stale: no lag from them.
         STATS.select_entered_ns = STATS.select_returned_ns = STATS.previous_return_ns = 0
         for cls, name, wrapper in self.entries():
-            self.saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
-            setattr(cls, name, wrapper)
+            self.set(cls, name, wrapper)
+
+    def set(self, cls: type, name: str, wrapper: Any) -> None:
+        """Set *wrapper* as ``cls.name``, remembering what it covers for :meth:`off`."""
+        self.saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
+        setattr(cls, name, wrapper)
 
     def off(self) -> None:
         for cls, name, own in reversed(self.saved):  # reversed: two hooks on one attribute unwind in order
@@ -303,8 +307,7 @@ def switch_with_timed_requests(cls: type, name: str, wrapper: Any) -> None:
         return
     _SWITCHED.append(entry)
     if _WRAPPERS.in_flight:
-        _WRAPPERS.saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
-        setattr(cls, name, wrapper)
+        _WRAPPERS.set(cls, name, wrapper)
 
 
 _MISSING = object()
