@@ -20,11 +20,12 @@ DEFAULT_PYSPY_RATE = 5
 #: The fraction of requests the per-request instruments follow (spans, breakdown records) when
 #: neither ``--sample-traces`` nor ``ASYNCPROF_SAMPLE_TRACES`` says: what keeps their cost within
 #: the budget scripts/bench-overhead checks (README, *What the instruments cost*).  A request in
-#: the sample costs about twice its own work under WSGI (OTel's spans) and +70 % under ASGI
-#: (scripts/count-instructions), so 1 % adds ≈ 0.7-1.3 % beside what every request pays; a
-#: default 30 s run still follows a few hundred requests at this machine's throughput (about
-#: 300 sync, 120 async), enough for the breakdown's medians.
-DEFAULT_SAMPLE_TRACES = 0.01
+#: the sample costs about twice its own work under WSGI (OTel's spans) and +65 % under ASGI, where
+#: while it is in flight the loop's hooks are on for the requests beside it too
+#: (scripts/count-instructions --concurrency), so each 1 % of sample adds ≈ 1.3 % under WSGI and
+#: 2 % under ASGI at 12 requests per worker.  A default 30 s run still follows about 100 async and
+#: 150 sync requests at this machine's throughput, enough for the breakdown's medians.
+DEFAULT_SAMPLE_TRACES = 0.005
 #: pyinstrument profiles one request in this many per worker: a profiled request costs several
 #: times its own CPU (the profiler, then saving the session), so one in 100 cost ≈ 4% of the
 #: workers' CPU in the seed scenario; one in 1000 keeps it near 0.4%.

@@ -18,6 +18,7 @@ and pass or fail with its outcome.
 """
 
 import asyncio
+import itertools
 import os
 import select
 import subprocess
@@ -1030,6 +1031,7 @@ def accounting_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "accounting"
     monkeypatch.setattr(accounting, "_writer", RecordWriter(directory))
     monkeypatch.setattr(accounting, "_summary", {"loop": None, "thread_cpu_at_install_s": time.thread_time()})
+    monkeypatch.setattr(accounting, "_unsampled", itertools.count())  # this test's requests only
     return directory
 
 

@@ -1,6 +1,7 @@
 """Requests outside the sample take the short way in the workers: no record, no timed task, no span."""
 
 import asyncio
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def accounting_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "accounting"
     monkeypatch.setattr(accounting, "_writer", RecordWriter(directory))
     monkeypatch.setattr(accounting, "_summary", {"loop": None, "thread_cpu_at_install_s": 0.0})
+    monkeypatch.setattr(accounting, "_unsampled", itertools.count())  # this test's requests only
     return directory
 
 
@@ -156,6 +158,60 @@ def test_asgi_requests_outside_the_sample_are_not_timed(loop: asyncio.AbstractEv
     assert unsampled_steps == 3 < sampled_steps
     rows = _rows(accounting_dir)
     assert len(rows) == 1 and rows[0].startswith(TRACE)
+
+
+@pytest.mark.parametrize("module", ["httptools_impl", "h11_impl"])
+def test_uvicorns_task_for_a_request_outside_the_sample_is_plain_from_the_start(
+        loop: asyncio.AbstractEventLoop, module: str) -> None:
+    """uvicorn creates the request's task with the scope already on its cycle: no step of it is timed."""
+    import importlib
+
+    cycle_class = importlib.import_module(f"uvicorn.protocols.http.{module}").RequestResponseCycle
+    assert loop_hooks.install(loop)  # finds uvicorn's request coroutine, its protocol module imported
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        pass
+
+    async def background() -> None:
+        pass
+
+    for header, timed in ((DROPPED, False), (KEPT, True), ("", True)):
+        cycle = object.__new__(cycle_class)
+        cycle.scope = {"type": "http", "headers": [(b"host", b"x")] + ([(b"traceparent", header.encode())] * bool(header))}
+        task = loop_hooks.task_factory(loop, cycle.run_asgi(app))
+        assert isinstance(task.get_coro(), loop_hooks.TimedCoroutine) is timed, header
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    # Any other coroutine created outside a task is timed until its first step says otherwise.
+    task = loop_hooks.task_factory(loop, background())
+    assert isinstance(task.get_coro(), loop_hooks.TimedCoroutine)
+    loop.run_until_complete(task)
+
+
+def test_tasks_of_a_request_outside_the_sample_and_theirs_are_plain(
+        loop: asyncio.AbstractEventLoop, accounting_dir: Path) -> None:
+    kinds: list[bool] = []
+    records: list[Any] = []
+
+    async def grandchild() -> None:
+        kinds.append(isinstance(asyncio.current_task().get_coro(), loop_hooks.TimedCoroutine))  # type: ignore[union-attr]
+
+    async def child() -> None:
+        kinds.append(isinstance(asyncio.current_task().get_coro(), loop_hooks.TimedCoroutine))  # type: ignore[union-attr]
+        await asyncio.get_running_loop().create_task(grandchild())
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        records.append(current.get())
+        await asyncio.get_running_loop().create_task(child())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped = accounting.wrap_asgi(app)
+    for header in (DROPPED, KEPT):
+        assert _asgi_request(loop, wrapped, header)[-1]["body"] == b"ok"
+    assert kinds == [False, False, True, True]
+    # No context variable marks the request outside the sample (each would cost every thread hop).
+    assert records[0] is None and records[1] is not None and records[1] is not UNSAMPLED
 
 
 def test_spans_inside_an_unsampled_request_are_dropped() -> None:

@@ -161,13 +161,16 @@ def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
     # no other request can be running meanwhile.
     switching = _one_at_a_time and not greenlets
 
+    def outside_sample(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        next(_unsampled)
+        current.set(UNSAMPLED)  # the hooks of this request's calls take their short way
+        if switching:
+            switches.follow(False)  # libpq's own blocking waits: nothing to time
+        return app(environ, start_response)
+
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not sampled(environ.get("HTTP_TRACEPARENT")):
-            next(_unsampled)
-            current.set(UNSAMPLED)  # the hooks of this request's calls take their short way
-            if switching:
-                switches.follow(False)  # libpq's own blocking waits: nothing to time
-            return app(environ, start_response)
+            return outside_sample(environ, start_response)
         if switching:
             switches.follow(True)
         t0, r0, c0 = perf_counter_ns(), run_delay_ns(), thread_time_ns()
@@ -184,6 +187,9 @@ def wrap_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
             raise
         return _ClosingBody(body, rec, c0, r0)
 
+    # For a wrapper outside this one that has already found the request outside the sample (OTel's, in
+    # asyncprof.worker.hooks): the short way without asking again, one call less on most requests.
+    application.outside_sample = outside_sample  # type: ignore[attr-defined]
     return application
 
 
@@ -222,17 +228,25 @@ def wrap_asgi(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[No
     if _writer is None:
         return app
 
+    def outside_sample(scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        # A plain function returning the app's coroutine: no coroutine frame of its own to resume
+        # at every step of the request.
+        if _summary.get("loop") is None:
+            _install_loop()
+        next(_unsampled)
+        # The task running it stops being timed (if the server's task was: see
+        # loop_hooks.task_factory), and the tasks it creates are plain.  The hooks of its calls
+        # find no record in the context and take their short way.
+        loop_hooks.untime_current_task()
+        return app(scope, receive, send)
+
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         _install_loop()  # the first call (lifespan startup under uvicorn) comes before any request
         if scope.get("type") != "http":
             return await app(scope, receive, send)
         traceparent = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
         if not sampled(traceparent):
-            next(_unsampled)
-            # In the task's context: the tasks this request creates are not timed, and the task
-            # running it stops being timed after this step (see loop_hooks.TimedCoroutine).
-            current.set(UNSAMPLED)
-            return await app(scope, receive, send)
+            return await outside_sample(scope, receive, send)
         now = perf_counter_ns()
         start = loop_hooks.request_start_ns() or now
         rec = RequestRecord(_trace_id(traceparent), scope.get("path", ""), time.time() - (now - start) / 1e9, start)
@@ -255,6 +269,8 @@ def wrap_asgi(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[No
                 loop_hooks.finish_running(rec)
                 _finish(rec)
 
+    # For OTel's wrapper outside this one, which has already found the request outside the sample.
+    application.outside_sample = outside_sample  # type: ignore[attr-defined]
     return application
 
 

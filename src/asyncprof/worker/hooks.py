@@ -189,22 +189,26 @@ def wrap_wsgi(app: Any) -> Any:
     from asyncprof.worker import switches
 
     traced = OpenTelemetryMiddleware(app)
+    # The accounting's short way, when it is there: it switches too (below).
+    outside = getattr(app, "outside_sample", None)
     # One request at a time: its connections' cursors follow its sample state (switches).
-    follow = switches.follow if ENV.one_at_a_time else lambda in_sample: None
+    follow = switches.follow if ENV.one_at_a_time else None
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         traceparent = environ.get("HTTP_TRACEPARENT")
         if sampled(traceparent):
-            follow(True)
+            if follow is not None:
+                follow(True)
             return traced(environ, start_response)
-        follow(False)
+        if outside is None and follow is not None:
+            follow(False)
         # Detached as the app returns: left attached, its span would be the parent of the thread's
         # next request (OTel's middleware then makes an internal span, not a server span).  A
         # query made while the server iterates the body is outside it and starts a root span,
         # which the trace-id rule samples as any other root.
         token = context.attach(unsampled_context(traceparent))
         try:
-            return app(environ, start_response)
+            return app(environ, start_response) if outside is None else outside(environ, start_response)
         finally:
             context.detach(token)
 
@@ -233,6 +237,8 @@ def wrap_asgi(app: Any) -> Any:
     from asyncprof.worker.sampling import sampled, unsampled_context
 
     traced = OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])
+    # The accounting's short way, when it is there; else the app itself (both return an awaitable).
+    outside = getattr(app, "outside_sample", app)
 
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") != "http":  # lifespan (for the worker's life), websockets: no request
@@ -246,7 +252,7 @@ def wrap_asgi(app: Any) -> Any:
                 loop_hooks.unfollow()
         token = context.attach(unsampled_context(traceparent))
         try:
-            return await app(scope, receive, send)
+            return await outside(scope, receive, send)
         finally:
             context.detach(token)
 

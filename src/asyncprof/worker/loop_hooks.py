@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import sys
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-from asyncprof.worker import call_hooks
+from asyncprof.worker import call_hooks, sampling
 from asyncprof.worker.clocks import perf_counter_ns, run_delay_ns, thread_time_ns
-from asyncprof.worker.record import UNSAMPLED, RequestRecord, current
+from asyncprof.worker.record import RequestRecord, current
 
 
 class LoopStats:
@@ -74,7 +75,8 @@ STATS = LoopStats()
 class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
     """A coroutine wrapper that accounts each step of the task running it."""
 
-    __slots__ = ("_coro", "rec", "created_ns", "ready_ns", "ready_rd", "is_ready", "t0", "c0", "r0", "dormant")
+    __slots__ = ("_coro", "rec", "created_ns", "ready_ns", "ready_rd", "is_ready", "t0", "c0", "r0", "dormant",
+                 "profiler")
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._coro = coro
@@ -88,9 +90,11 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
         self.ready_rd = STATS.last_rd
         self.is_ready = False
         self.t0 = self.c0 = self.r0 = 0
-        # True once the task is known to run a request outside the sample (see
-        # asyncprof.worker.sampling): its steps are passed through untimed from then on.
+        # True once the task is known to run a request outside the sample (untime_current_task,
+        # see asyncprof.worker.sampling): its steps are passed through untimed from then on.
         self.dormant = False
+        # A pyinstrument Profiler running during this task's steps only (see profile_steps).
+        self.profiler: Any = None
 
     def send(self, value: Any) -> Any:
         if self.dormant:
@@ -139,9 +143,13 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
         else:
             self.is_ready = False
         _charge(perf_counter_ns() - t0)
+        if self.profiler is not None:
+            self.profiler.start(caller_frame=sys._getframe())
         try:
             return fn(arg)
         finally:
+            if self.profiler is not None and self.profiler.is_running:
+                self.profiler.stop()
             c1 = thread_time_ns()
             r1 = run_delay_ns()
             t1 = perf_counter_ns()
@@ -151,8 +159,6 @@ class TimedCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
             rec = self.rec
             if rec is None:
                 rec = self.rec = current.get()  # the request's first task: the record began mid-step
-                if rec is UNSAMPLED:
-                    self.dormant = True
             if rec is not None and not rec.closed:
                 t_start, c_start, r_start = (rec.step_t0, rec.step_c0, rec.step_r0) if rec.running else (t0, c0, r0)
                 rec.end_step(t_start, t1, c1 - c_start, r1 - r_start)
@@ -183,13 +189,107 @@ def _ready_delay(wait: int, rd_now: int, rd_marked: int) -> int:
 
 
 def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Task[Any]":
-    """The loop's task factory: the usual Task, around a timed coroutine."""
-    # A task created by a request outside the sample is not timed at all.  (The ABC test last:
-    # it is the slow one.)
-    if current.get() is not UNSAMPLED and type(coro) is not TimedCoroutine \
-            and isinstance(coro, collections.abc.Coroutine):
+    """The loop's task factory: the usual Task, around a timed coroutine unless it serves a
+    request outside the sample.
+
+    Such a task is marked (``_OUTSIDE``, an attribute of the Task) and the mark passes to the tasks
+    it creates: a request's own tasks, or a server's task for a request whose ``traceparent`` says
+    it is outside the sample (:func:`_outside_the_sample`), or one the accounting found outside
+    in its first step (:func:`untime_current_task`).  No context variable marks such a request:
+    asgiref copies every variable of the context back after each thread hop, so one more would
+    cost every hop of every request.
+    """
+    parent = asyncio.current_task(loop)
+    if (parent is not None and getattr(parent, _OUTSIDE, False)) or (parent is None and _outside_the_sample(coro)):
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        setattr(task, _OUTSIDE, True)
+        return task
+    # (The ABC test last: it is the slow one.)
+    if type(coro) is not TimedCoroutine and isinstance(coro, collections.abc.Coroutine):
         coro = TimedCoroutine(coro)
     return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+#: The attribute that marks a Task serving a request outside the sample (see task_factory).
+_OUTSIDE = "_asyncprof_outside_sample"
+
+
+#: The code objects of servers' per-request coroutines whose ``self.scope`` is the request's
+#: ASGI scope (uvicorn's ``RequestResponseCycle.run_asgi``, httptools and h11), found by
+#: :func:`install` (the server has imported its protocol module before its loop runs).
+_REQUEST_CODES: dict[Any, bool] = {}
+_REQUEST_MODULES = ("uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.http.h11_impl")
+
+
+def _outside_the_sample(coro: Any) -> bool:
+    """Whether *coro*, about to become a task, is a server's request known to be outside the sample.
+
+    Servers create a request's task before the application sees the request; for uvicorn's the
+    scope is already there, on the not-yet-started coroutine's ``self``.  Anything else (another
+    server, a background task) is not known to be outside, and is timed until the accounting
+    learns otherwise in its first step (:func:`untime_current_task`).
+    """
+    code = getattr(coro, "cr_code", None)
+    if code is None or code not in _REQUEST_CODES:
+        return False
+    scope = getattr(coro.cr_frame.f_locals.get("self"), "scope", None)
+    if not isinstance(scope, dict) or scope.get("type") != "http":
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"traceparent":
+            return not sampling.sampled(value)
+    return False
+
+
+def _find_request_codes() -> None:
+    _REQUEST_CODES.clear()
+    for name in _REQUEST_MODULES:
+        module = sys.modules.get(name)
+        cycle = getattr(module, "RequestResponseCycle", None)
+        run_asgi = getattr(cycle, "run_asgi", None)
+        if run_asgi is not None:
+            _REQUEST_CODES[run_asgi.__code__] = True
+
+
+def untime_current_task() -> None:
+    """The running task serves a request outside the sample: its steps are not timed from now on,
+    and the tasks it creates are plain ones (see :func:`task_factory`)."""
+    task = asyncio.current_task()
+    if task is None:
+        return
+    try:
+        setattr(task, _OUTSIDE, True)
+    except AttributeError:  # a Task class without instance attributes: its children are timed, as before
+        pass
+    coro = task.get_coro()
+    if type(coro) is TimedCoroutine:
+        coro.dormant = True
+
+
+def profile_steps(profiler: Any) -> bool:
+    """Run *profiler* (a running pyinstrument Profiler) during the current task's steps only, until
+    :func:`end_profile_steps`; False if the task is not timed (then the caller profiles as it can).
+
+    A profiler's hook slows every call made while it runs, and on an event loop that is every
+    request's code, not only the profiled one's: started at each of the task's steps and stopped
+    at its end (pyinstrument combines the pieces into one session), it costs the other requests
+    nothing.  The profile then holds the request's own time on the loop, not its awaits (the
+    accounting's breakdown has those).
+    """
+    task = asyncio.current_task()
+    coro = task.get_coro() if task is not None else None
+    if type(coro) is not TimedCoroutine or coro.dormant:
+        return False
+    coro.profiler = profiler  # the current step's end stops it, the next step's start restarts it
+    return True
+
+
+def end_profile_steps() -> None:
+    """The current task's profile is complete (pairs with :func:`profile_steps`)."""
+    task = asyncio.current_task()
+    coro = task.get_coro() if task is not None else None
+    if type(coro) is TimedCoroutine:
+        coro.profiler = None
 
 
 def _lag_at(now: int) -> int:
@@ -322,6 +422,7 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
     """
     if loop.get_task_factory() is None:
         loop.set_task_factory(task_factory)  # type: ignore[arg-type]
+    _find_request_codes()
     # The baseline of the first ready mark, before any timed step has set it (0 would charge
     # the thread's whole run delay since it started to the first request).
     STATS.last_rd = run_delay_ns()

@@ -211,8 +211,9 @@ class RecordWriter:
             self.cpu_ns += thread_time_ns() - c0
 
 
-#: The record of every request outside the sample (see :mod:`asyncprof.worker.sampling`): already
-#: closed, so each hook's ``rec is None or rec.closed`` test takes its short way, and the loop hooks
-#: do not time the tasks of a context that holds it.
+#: The record of every WSGI request outside the sample (see :mod:`asyncprof.worker.sampling`):
+#: already closed, so each hook's ``rec is None or rec.closed`` test takes its short way.  (An ASGI
+#: request outside the sample has no record at all; its tasks are marked instead, see
+#: ``loop_hooks.task_factory``.)
 UNSAMPLED = RequestRecord("", "", 0.0, 0)
 UNSAMPLED.closed = True

@@ -42,28 +42,54 @@ def unsampled_context(traceparent: str | bytes | None) -> Any:
     suppression flag first and call straight through: an unsampled span still costs the
     sampler's decision and the span machinery, about 100 µs a query.  A span started anyway
     (by code that ignores the flag) has the unsampled parent, so the parent-based sampler drops it.
-    Every request outside the sample pays for this, so the suppressed base context and the
-    classes are looked up once and the ids parsed without validation beyond ``int``.
+    Every request outside the sample pays for this, so it is one dict and one object: the
+    suppressed base context and the span's key are found once, and the parent's ids are parsed
+    only if something asks for them (see :func:`_unsampled_parent_class`).
     """
     global _otel
     if _otel is None:
         from opentelemetry import context, trace
         from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+        from opentelemetry.context.context import Context
 
-        _otel = (context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True), trace.set_span_in_context,
-                 NonRecordingSpan, SpanContext, TraceFlags(TraceFlags.DEFAULT))
-    base, set_span_in_context, non_recording_span, span_context, not_sampled = _otel
-    if isinstance(traceparent, bytes):
-        traceparent = traceparent.decode("latin-1")
-    try:
-        if traceparent is None:
-            raise ValueError("no traceparent")
-        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
-    except ValueError:
-        trace_id = span_id = 0
-    parent = span_context(trace_id, span_id, is_remote=True, trace_flags=not_sampled)
-    return set_span_in_context(non_recording_span(parent), base)
+        # The span's key in a context, through the public API (OTel makes it unique per process).
+        (span_key,) = trace.set_span_in_context(trace.INVALID_SPAN, Context()).keys()
+        base = dict(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, Context()))
+        _otel = (base, span_key, Context, _unsampled_parent_class())
+    base, span_key, context_class, parent_class = _otel
+    return context_class({**base, span_key: parent_class(traceparent)})
+
+
+def _unsampled_parent_class() -> type:
+    """A NonRecordingSpan standing for a request's remote, unsampled parent, built from its
+    ``traceparent`` the first time its span context is asked for (most requests never ask)."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    not_sampled = TraceFlags(TraceFlags.DEFAULT)
+
+    class UnsampledParent(NonRecordingSpan):
+        def __init__(self, traceparent: str | bytes | None) -> None:
+            self._traceparent = traceparent
+            self._parsed: Any = None
+
+        def get_span_context(self) -> Any:
+            if self._parsed is None:
+                traceparent = self._traceparent
+                if isinstance(traceparent, bytes):
+                    traceparent = traceparent.decode("latin-1")
+                try:
+                    if traceparent is None:
+                        raise ValueError("no traceparent")
+                    trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+                except ValueError:
+                    trace_id = span_id = 0
+                self._parsed = SpanContext(trace_id, span_id, is_remote=True, trace_flags=not_sampled)
+            return self._parsed
+
+        def __repr__(self) -> str:
+            return f"NonRecordingSpan({self.get_span_context()!r})"
+
+    return UnsampledParent
 
 
 _otel: tuple[Any, ...] | None = None
