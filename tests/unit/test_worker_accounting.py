@@ -165,6 +165,7 @@ def restore_hooked_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(accounting, "_writer", None)
     monkeypatch.setattr(accounting, "_summary", {})
     monkeypatch.setattr(accounting, "_otel", False)
+    monkeypatch.setattr(accounting, "_unsampled", itertools.count())  # requests of this test only
     yield
     try:
         import psycopg2.extensions

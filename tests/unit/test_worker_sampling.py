@@ -350,3 +350,34 @@ def test_asgi_database_span_wrappers_are_on_only_while_a_sampled_request_runs(
     _serve_asgi(wrapped, ("00", "01", "00"))
     assert seen == ["own", "wrapped", "own"]
     assert Driver.__dict__["query"] is own
+
+
+def test_gated_database_methods_take_otels_way_only_in_a_sampled_request() -> None:
+    """Under ASGI, OTel's asyncpg wrappers are reached through a gate (hooks._gated_method)."""
+    import wrapt
+    from opentelemetry import trace as trace_api
+
+    from asyncprof.worker import hooks
+
+    calls: list[str] = []
+
+    class Connection:
+        async def execute(self, query: str) -> str:
+            return f"{query} on {type(self).__name__}"
+
+    def otel_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        calls.append(f"traced {args[0]} with instance {type(instance).__name__}")
+        return wrapped(*args, **kwargs)
+
+    plain = Connection.__dict__["execute"]
+    Connection.execute = hooks._gated_method(plain, wrapt.FunctionWrapper(plain, otel_wrapper))  # type: ignore[method-assign]
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
+
+    async def queries() -> list[str]:
+        out = [await Connection().execute("SELECT 1")]
+        with provider.get_tracer("t").start_as_current_span("GET /", kind=trace_api.SpanKind.SERVER):
+            out.append(await Connection().execute("SELECT 2"))
+        return out
+
+    assert asyncio.run(queries()) == ["SELECT 1 on Connection", "SELECT 2 on Connection"]
+    assert calls == ["traced SELECT 2 with instance Connection"]

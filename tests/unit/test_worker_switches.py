@@ -118,3 +118,59 @@ def test_a_wsgi_worker_keeps_psycopg2s_wait_callback_off_between_requests_outsid
         assert seen == [None, None, None, None, timed, timed, None, None]
     finally:
         ext.set_wait_callback(before)
+
+
+def test_gated_cursors_trace_only_inside_a_recording_span(service_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASGI workers: no switch (requests overlap), each call asks whether it is in a sampled request."""
+    from opentelemetry import trace
+
+    from asyncprof.worker.sampling import in_traced_request, request_sampler
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=request_sampler(1.0))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(psycopg2, "connect", psycopg2.connect)  # restored after the test
+    monkeypatch.setattr(trace, "get_current_span", trace.get_current_span)
+    Psycopg2Instrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+    try:
+        switches.track_psycopg2_connections(psycopg2, gate=in_traced_request)
+        conn = psycopg2.connect(service_url)
+        try:
+            cur = conn.cursor()
+            assert type(cur).__name__.startswith("Gated") and isinstance(cur, ext.cursor)
+            cur.execute("SELECT 1")  # no context: a request outside the sample
+            cur.executemany("SELECT %s", [(1,), (2,)])
+            assert exporter.get_finished_spans() == ()
+            with provider.get_tracer("t").start_as_current_span("GET /", kind=trace.SpanKind.SERVER):
+                cur.execute("SELECT 2")
+                assert cur.fetchone() == (2,)
+            names = [s.attributes.get("db.statement") or s.name for s in exporter.get_finished_spans()]
+            assert names == ["SELECT 2", "GET /"]
+            switches.follow(False)  # nothing registered to switch: the gate decides
+            assert type(conn.cursor()).__name__.startswith("Gated")
+        finally:
+            conn.close()
+    finally:
+        Psycopg2Instrumentor().uninstrument()
+
+
+def test_the_request_sampler_drops_roots_that_are_not_requests() -> None:
+    from opentelemetry import trace
+
+    from asyncprof.worker.sampling import request_sampler
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=request_sampler(1.0))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("SELECT", kind=trace.SpanKind.CLIENT):  # no request around it
+        pass
+    with tracer.start_as_current_span("GET /", kind=trace.SpanKind.SERVER):  # a request without traceparent
+        with tracer.start_as_current_span("SELECT", kind=trace.SpanKind.CLIENT):
+            pass
+    assert [s.name for s in exporter.get_finished_spans()] == ["SELECT", "GET /"]
+    none = TracerProvider(sampler=request_sampler(0.0))
+    none.add_span_processor(SimpleSpanProcessor(exporter))
+    with none.get_tracer("t").start_as_current_span("GET /", kind=trace.SpanKind.SERVER):
+        pass
+    assert len(exporter.get_finished_spans()) == 2  # ratio 0: no request root sampled

@@ -39,6 +39,8 @@ _standalone = False  # install_standalone() did
 _closed = False
 _info: dict[str, Any] = {}  # this worker's workers/<pid>.json, as last written
 _span_counters: Any = None  # (EndedSpans, file CountingExporter | None, live CountingExporter | None)
+#: Requests outside the sample run without a suppressing OTel context (see install_tracing).
+_no_context_outside = False
 #: Servers asyncprof knows, by the module each one's workers have imported (first match wins).
 SERVERS = ("granian", "hypercorn", "daphne", "uvicorn", "gunicorn")
 
@@ -75,8 +77,12 @@ def install_tracing() -> None:
     )
     from asyncprof.worker.span_counts import CountingExporter, EndedSpans
 
-    global _span_counters
-    provider = TracerProvider(resource=resource)
+    global _span_counters, _no_context_outside
+    sampler = _request_sampler()
+    provider = TracerProvider(resource=resource, **({"sampler": sampler} if sampler is not None else {}))
+    # With asyncprof's sampler, requests outside the sample need no suppressing context where the
+    # database instrumentations are switched (one request at a time) or gated (ASGI).
+    _no_context_outside = sampler is not None and (ENV.one_at_a_time or ENV.interface == "asgi")
     ended, file_exporter, live_counter = EndedSpans(), None, None
     provider.add_span_processor(ended)
     spans_path = _run_path("spans", f"{os.getpid()}.jsonl")
@@ -102,13 +108,31 @@ def install_tracing() -> None:
     Psycopg2Instrumentor().instrument(skip_dep_check=True)
     with _switched_with_sampled_requests(_asyncpg_classes()):
         AsyncPGInstrumentor().instrument(skip_dep_check=True)
-    if ENV.one_at_a_time:  # plain cursors outside the sample: see wrap_wsgi
+    if ENV.one_at_a_time or _no_context_outside:
         import psycopg2
 
         from asyncprof.worker import switches
+        from asyncprof.worker.sampling import in_traced_request
 
-        switches.track_psycopg2_connections(psycopg2)
+        # One request at a time: plain cursors outside the sample (see wrap_wsgi); else, under
+        # ASGI, cursors that take the traced way only inside a sampled request (see wrap_asgi).
+        switches.track_psycopg2_connections(psycopg2, gate=None if ENV.one_at_a_time else in_traced_request)
     _provider = provider
+
+
+def _request_sampler() -> Any:
+    """asyncprof's sampler (:func:`asyncprof.worker.sampling.request_sampler`) at the rate the
+    recorder set, or None when the OTel variables ask for another sampler (then that one is used,
+    and requests outside the sample get a suppressing context as before)."""
+    if os.environ.get("OTEL_TRACES_SAMPLER") != "parentbased_traceidratio":
+        return None
+    from asyncprof.worker.sampling import request_sampler
+
+    try:
+        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+    except ValueError:
+        return None
+    return request_sampler(ratio) if 0.0 <= ratio <= 1.0 else None
 
 
 def _asyncpg_classes() -> list[type]:
@@ -140,7 +164,22 @@ def _switched_with_sampled_requests(classes: list[type]) -> Iterator[None]:
         for name, value in list(vars(cls).items()):
             if name in own and own[name] is not value:
                 setattr(cls, name, own[name])
-                loop_hooks.switch_with_timed_requests(cls, name, value)
+                # Without a suppressing context outside the sample, the wrappers are gated too:
+                # a request outside the sample that overlaps a sampled one calls asyncpg directly.
+                wrapper = _gated_method(own[name], value) if _no_context_outside else value
+                loop_hooks.switch_with_timed_requests(cls, name, wrapper)
+
+
+def _gated_method(plain: Any, traced: Any) -> Any:
+    """A method that calls *traced* (OTel's wrapper, a descriptor) inside a sampled request, else *plain*."""
+    from asyncprof.worker.sampling import in_traced_request
+
+    def gated(self: Any, *args: Any, **kwargs: Any) -> Any:
+        method = traced if in_traced_request() else plain
+        return method.__get__(self, type(self))(*args, **kwargs)
+
+    gated.__name__ = getattr(plain, "__name__", "gated")
+    return gated
 
 
 def install_accounting() -> None:
@@ -202,6 +241,8 @@ def wrap_wsgi(app: Any) -> Any:
             return traced(environ, start_response)
         if outside is None and follow is not None:
             follow(False)
+        if _no_context_outside:  # its cursors are plain (switched): nothing to suppress
+            return app(environ, start_response) if outside is None else outside(environ, start_response)
         # Detached as the app returns: left attached, its span would be the parent of the thread's
         # next request (OTel's middleware then makes an internal span, not a server span).  A
         # query made while the server iterates the body is outside it and starts a root span,
@@ -250,6 +291,8 @@ def wrap_asgi(app: Any) -> Any:
                 return await traced(scope, receive, send)
             finally:
                 loop_hooks.unfollow()
+        if _no_context_outside:  # its database calls are gated (install_tracing): nothing to suppress
+            return await outside(scope, receive, send)
         token = context.attach(unsampled_context(traceparent))
         try:
             return await outside(scope, receive, send)

@@ -93,3 +93,51 @@ def _unsampled_parent_class() -> type:
 
 
 _otel: tuple[Any, ...] | None = None
+
+
+def in_traced_request() -> bool:
+    """Whether the calling code runs inside a request whose server span is recording (in the sample).
+
+    The gate of the database instrumentations in workers that attach no context to requests
+    outside the sample (see :func:`request_sampler`).
+    """
+    global _current_span
+    if _current_span is None:
+        from opentelemetry.trace import get_current_span
+
+        _current_span = get_current_span
+    return _current_span().is_recording()
+
+
+_current_span: Any = None
+
+
+def request_sampler(ratio: float) -> Any:
+    """The workers' OTel sampler: a span with a parent follows its parent's sampled flag; a root
+    span is sampled only if it is a server span (a request without a ``traceparent``), by trace id
+    at *ratio*.
+
+    Requests outside the sample run with no OTel context at all where that is cheaper than
+    suppressing the instrumentations (ASGI workers, and WSGI workers that serve one request at a
+    time): the database instrumentations there are gated by :func:`in_traced_request`, and a span
+    any other instrumentation starts inside such a request is a root that is not a server span,
+    dropped here rather than sampled into a stray trace of its own.
+    """
+    from opentelemetry.sdk.trace.sampling import (Decision, ParentBased, Sampler, SamplingResult,
+                                                  TraceIdRatioBased)
+    from opentelemetry.trace import SpanKind
+
+    class ServerRoots(Sampler):
+        def __init__(self, ratio: float) -> None:
+            self._ratio = TraceIdRatioBased(ratio)
+
+        def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                          attributes: Any = None, links: Any = None, trace_state: Any = None) -> Any:
+            if kind is SpanKind.SERVER:
+                return self._ratio.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+            return SamplingResult(Decision.DROP, None, trace_state)
+
+        def get_description(self) -> str:
+            return f"ServerRoots{{{self._ratio.get_description()}}}"
+
+    return ParentBased(root=ServerRoots(ratio))

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["follow", "is_on", "register", "track_psycopg2_connections"]
+__all__ = ["follow", "gated_cursor_class", "is_on", "register", "track_psycopg2_connections"]
 
 _on = True
 _setters: list[Callable[[bool], None]] = []
@@ -52,7 +52,7 @@ def is_on() -> bool:
     return _on
 
 
-def track_psycopg2_connections(psycopg2: Any) -> None:
+def track_psycopg2_connections(psycopg2: Any, gate: Callable[[], bool] | None = None) -> None:
     """Switch the cursor class of every psycopg2 connection opened from now on.
 
     OTel's psycopg2 instrumentation wraps ``psycopg2.connect`` so that each new connection makes
@@ -60,6 +60,10 @@ def track_psycopg2_connections(psycopg2: Any) -> None:
     wraps it once more: each connection's traced cursor class is remembered with the class it
     derives from, and while the switch is off the connection makes plain cursors of that class.
     A connection whose cursor class someone else has changed since is left alone.
+
+    With *gate* (workers whose requests overlap, ASGI), nothing is switched: each connection makes
+    cursors that ask ``gate()`` at every ``execute``, ``executemany`` and ``callproc`` whether to
+    take the traced way or the plain one (:func:`gated_cursor_class`).
     """
     instrumented_connect = psycopg2.connect
     if getattr(instrumented_connect, "_asyncprof_switched", False):
@@ -71,6 +75,9 @@ def track_psycopg2_connections(psycopg2: Any) -> None:
         conn = instrumented_connect(*args, **kwargs)
         traced = conn.cursor_factory
         if isinstance(traced, type) and traced.__bases__:
+            if gate is not None:
+                conn.cursor_factory = gated_cursor_class(traced, traced.__bases__[0], gate)
+                return conn
             factories[conn] = (traced, traced.__bases__[0])
             if not _on:
                 conn.cursor_factory = traced.__bases__[0]
@@ -83,4 +90,24 @@ def track_psycopg2_connections(psycopg2: Any) -> None:
 
     connect._asyncprof_switched = True  # type: ignore[attr-defined]
     psycopg2.connect = connect
-    register(switch)
+    if gate is None:
+        register(switch)
+
+
+def gated_cursor_class(traced: type, plain: type, gate: Callable[[], bool]) -> type:
+    """A cursor class that runs each call through *traced* when ``gate()`` is true, else *plain*.
+
+    For a request outside the sample the plain method is called directly: no OTel wrapper, no
+    context lookup beyond the gate's own.
+    """
+    def method(name: str) -> Callable[..., Any]:
+        traced_method, plain_method = getattr(traced, name), getattr(plain, name)
+
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return (traced_method if gate() else plain_method)(self, *args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    names = ("execute", "executemany", "callproc")
+    return type(f"Gated{traced.__name__}", (traced,), {name: method(name) for name in names})
