@@ -4,7 +4,8 @@ Two hooks on the worker's running loop:
 
 * a task factory wraps each new task's coroutine in :class:`TimedCoroutine`, whose ``send``
   and ``throw`` (one task step each) read the three clocks before and after and charge the
-  step to the request in the task's context (``record.current``);
+  step to the request in the task's context (``record.current``), unless the task serves a
+  request outside the sample (:func:`task_factory`);
 * a ``call_soon`` wrapper notes when a task is scheduled to run (a task's step and
   wakeup callbacks carry the task as ``__self__``).  The time from there to the step's start
   is time the request was ready while the loop ran something else: ``event_loop``, minus the

@@ -3,9 +3,12 @@
 The load generator decides, by trace id, which requests are in the sample (``--sample-traces R``,
 see :mod:`asyncprof.loadgen.trace_sampling`) and says so in the W3C ``traceparent`` flags it sends.
 In the workers a request outside the sample takes the short way: no server or database span (the
-OTel middleware is skipped, the request's context carries the remote, unsampled parent so the
-database instrumentation makes no span either), no accounting record, and its event-loop tasks are
-not timed.  So the instruments' cost scales with the sample, not with the load.
+OTel middleware is skipped), no accounting record, and its event-loop tasks are not timed.  Where
+the database instrumentations can be switched off (one request at a time) or gated
+(:func:`in_traced_request`, ASGI), the request runs with no OTel context at all and the workers'
+sampler (:func:`request_sampler`) drops any other root span; elsewhere its context suppresses
+instrumentation and carries the remote, unsampled parent (:func:`unsampled_context`).  So the
+instruments' cost scales with the sample, not with the load.
 
 A request without a well-formed ``traceparent`` (a browser, a health check, a load generator that is
 not asyncprof's) is in the sample: nothing says otherwise.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["sampled", "unsampled_context"]
+__all__ = ["in_traced_request", "request_sampler", "sampled", "unsampled_context"]
 
 _TRACEPARENT_LEN = 55  # "00-" + 32 hex + "-" + 16 hex + "-" + 2 hex
 
