@@ -353,11 +353,12 @@ def test_asgi_database_span_wrappers_are_on_only_while_a_sampled_request_runs(
 
 
 def test_gated_database_methods_take_otels_way_only_in_a_sampled_request() -> None:
-    """Under ASGI, OTel's asyncpg wrappers are reached through a gate (hooks._gated_method)."""
+    """Under ASGI, OTel's asyncpg wrappers are reached through a gate (switches.gated_method)."""
     import wrapt
     from opentelemetry import trace as trace_api
 
-    from asyncprof.worker import hooks
+    from asyncprof.worker import switches
+    from asyncprof.worker.sampling import in_traced_request
 
     calls: list[str] = []
 
@@ -370,7 +371,8 @@ def test_gated_database_methods_take_otels_way_only_in_a_sampled_request() -> No
         return wrapped(*args, **kwargs)
 
     plain = Connection.__dict__["execute"]
-    Connection.execute = hooks._gated_method(plain, wrapt.FunctionWrapper(plain, otel_wrapper))  # type: ignore[method-assign]
+    traced = wrapt.FunctionWrapper(plain, otel_wrapper)
+    Connection.execute = switches.gated_method(plain, traced, in_traced_request)  # type: ignore[method-assign]
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
 
     async def queries() -> list[str]:

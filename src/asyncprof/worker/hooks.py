@@ -160,6 +160,8 @@ def _switched_with_sampled_requests(classes: list[type]) -> Iterator[None]:
     before = [(cls, dict(vars(cls))) for cls in classes] if ENV.interface == "asgi" else []
     yield
     from asyncprof.worker import loop_hooks
+    from asyncprof.worker.sampling import in_traced_request
+    from asyncprof.worker.switches import gated_method
 
     for cls, own in before:
         for name, value in list(vars(cls).items()):
@@ -167,20 +169,8 @@ def _switched_with_sampled_requests(classes: list[type]) -> Iterator[None]:
                 setattr(cls, name, own[name])
                 # Without a suppressing context outside the sample, the wrappers are gated too:
                 # a request outside the sample that overlaps a sampled one calls asyncpg directly.
-                wrapper = _gated_method(own[name], value) if _no_context_outside else value
+                wrapper = gated_method(own[name], value, in_traced_request) if _no_context_outside else value
                 loop_hooks.switch_with_timed_requests(cls, name, wrapper)
-
-
-def _gated_method(plain: Any, traced: Any) -> Any:
-    """A method that calls *traced* (OTel's wrapper, a descriptor) inside a sampled request, else *plain*."""
-    from asyncprof.worker.sampling import in_traced_request
-
-    def gated(self: Any, *args: Any, **kwargs: Any) -> Any:
-        method = traced if in_traced_request() else plain
-        return method.__get__(self, type(self))(*args, **kwargs)
-
-    gated.__name__ = getattr(plain, "__name__", "gated")
-    return gated
 
 
 def install_accounting() -> None:
@@ -229,10 +219,11 @@ def wrap_wsgi(app: Any) -> Any:
     from asyncprof.worker import switches
 
     traced = OpenTelemetryMiddleware(app)
-    # The accounting's short way, when it is there: it switches too (below).
-    outside = getattr(app, "outside_sample", None)
+    # The accounting's short way, when it is there (it switches too, see below); else the app.
+    outside = getattr(app, "outside_sample", app)
     # One request at a time: its connections' cursors follow its sample state (switches).
     follow = switches.follow if ENV.one_at_a_time else None
+    follow_outside = follow if outside is app else None
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         traceparent = environ.get("HTTP_TRACEPARENT")
@@ -240,17 +231,17 @@ def wrap_wsgi(app: Any) -> Any:
             if follow is not None:
                 follow(True)
             return traced(environ, start_response)
-        if outside is None and follow is not None:
-            follow(False)
+        if follow_outside is not None:
+            follow_outside(False)
         if _no_context_outside:  # its cursors are plain (switched): nothing to suppress
-            return app(environ, start_response) if outside is None else outside(environ, start_response)
+            return outside(environ, start_response)
         # Detached as the app returns: left attached, its span would be the parent of the thread's
         # next request (OTel's middleware then makes an internal span, not a server span).  A
         # query made while the server iterates the body is outside it and starts a root span,
         # which the trace-id rule samples as any other root.
         token = context.attach(unsampled_context(traceparent))
         try:
-            return app(environ, start_response) if outside is None else outside(environ, start_response)
+            return outside(environ, start_response)
         finally:
             context.detach(token)
 

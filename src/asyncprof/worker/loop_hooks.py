@@ -252,6 +252,13 @@ def _find_request_codes() -> None:
             _REQUEST_CODES[run_asgi.__code__] = True
 
 
+def _current_timed() -> TimedCoroutine | None:
+    """The running task's TimedCoroutine, or None when no task runs or its coroutine is not timed."""
+    task = asyncio.current_task()
+    coro = task.get_coro() if task is not None else None
+    return coro if type(coro) is TimedCoroutine else None
+
+
 def untime_current_task() -> None:
     """The running task serves a request outside the sample: its steps are not timed from now on,
     and the tasks it creates are plain ones (see :func:`task_factory`)."""
@@ -277,9 +284,8 @@ def profile_steps(profiler: Any) -> bool:
     nothing.  The profile then holds the request's own time on the loop, not its awaits (the
     accounting's breakdown has those).
     """
-    task = asyncio.current_task()
-    coro = task.get_coro() if task is not None else None
-    if type(coro) is not TimedCoroutine or coro.dormant:
+    coro = _current_timed()
+    if coro is None or coro.dormant:
         return False
     coro.profiler = profiler  # the current step's end stops it, the next step's start restarts it
     return True
@@ -287,9 +293,8 @@ def profile_steps(profiler: Any) -> bool:
 
 def end_profile_steps() -> None:
     """The current task's profile is complete (pairs with :func:`profile_steps`)."""
-    task = asyncio.current_task()
-    coro = task.get_coro() if task is not None else None
-    if type(coro) is TimedCoroutine:
+    coro = _current_timed()
+    if coro is not None:
         coro.profiler = None
 
 
@@ -506,9 +511,8 @@ def first_wait(rec: RequestRecord) -> None:
     From here until :func:`finish_running` closes the record the loop's wrappers are on (:func:`follow`).
     """
     follow()
-    task = asyncio.current_task()
-    coro = task.get_coro() if task is not None else None
-    if isinstance(coro, TimedCoroutine):
+    coro = _current_timed()
+    if coro is not None:
         coro.rec = rec
         rec.running = True
         rec.step_t0, rec.step_c0, rec.step_r0 = coro.t0, coro.c0, coro.r0
@@ -522,9 +526,8 @@ def first_wait(rec: RequestRecord) -> None:
 
 def request_start_ns() -> int | None:
     """When the running task was created (the server took the request), if it is timed."""
-    task = asyncio.current_task()
-    coro = task.get_coro() if task is not None else None
-    return coro.created_ns if isinstance(coro, TimedCoroutine) else None
+    coro = _current_timed()
+    return coro.created_ns if coro is not None else None
 
 
 def finish_running(rec: RequestRecord) -> None:

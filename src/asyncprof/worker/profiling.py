@@ -95,10 +95,11 @@ def profile_middleware(get_response: Callable[[Any], Any]) -> Callable[[Any], An
     pending = False  # an Nth request has passed: the next one in the sample is profiled
 
     def chosen(request: Any) -> bool:
+        """Called for an Nth request and for each one after it until one is in the sample (the
+        other requests take the middleware's first test alone: one call less on most of them)."""
         nonlocal pending
-        if not next(counter) % _EVERY:
-            pending = True
-        if not pending or not sampled(request.META.get("HTTP_TRACEPARENT")):
+        pending = True
+        if not sampled(request.META.get("HTTP_TRACEPARENT")):
             return False
         pending = False
         return True
@@ -107,7 +108,7 @@ def profile_middleware(get_response: Callable[[Any], Any]) -> Callable[[Any], An
         get_response_async: Callable[[Any], Awaitable[Any]] = get_response
 
         async def middleware(request: Any) -> Any:
-            if not chosen(request):
+            if (next(counter) % _EVERY and not pending) or not chosen(request):
                 return await get_response_async(request)
             # During this task's steps only, if the loop hooks time it; else across the request's
             # awaits (pyinstrument's async mode), slowing every task on the loop meanwhile.
@@ -126,7 +127,7 @@ def profile_middleware(get_response: Callable[[Any], Any]) -> Callable[[Any], An
         return markcoroutinefunction(middleware)
 
     def sync_middleware(request: Any) -> Any:
-        if not chosen(request):
+        if (next(counter) % _EVERY and not pending) or not chosen(request):
             return get_response(request)
         profiler = Profiler(async_mode="disabled")
         profiler.start()

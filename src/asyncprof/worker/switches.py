@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["follow", "gated_cursor_class", "is_on", "register", "track_psycopg2_connections"]
+__all__ = ["follow", "gated_cursor_class", "gated_method", "is_on", "register", "track_psycopg2_connections"]
 
 _on = True
 _setters: list[Callable[[bool], None]] = []
@@ -100,14 +100,17 @@ def gated_cursor_class(traced: type, plain: type, gate: Callable[[], bool]) -> t
     For a request outside the sample the plain method is called directly: no OTel wrapper, no
     context lookup beyond the gate's own.
     """
-    def method(name: str) -> Callable[..., Any]:
-        traced_method, plain_method = getattr(traced, name), getattr(plain, name)
-
-        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return (traced_method if gate() else plain_method)(self, *args, **kwargs)
-
-        call.__name__ = name
-        return call
-
     names = ("execute", "executemany", "callproc")
-    return type(f"Gated{traced.__name__}", (traced,), {name: method(name) for name in names})
+    methods = {name: gated_method(getattr(plain, name), getattr(traced, name), gate) for name in names}
+    return type(f"Gated{traced.__name__}", (traced,), methods)
+
+
+def gated_method(plain: Any, traced: Any, gate: Callable[[], bool]) -> Callable[..., Any]:
+    """A method that calls *traced* when ``gate()`` is true, else *plain*; both are taken as
+    descriptors (functions, C method descriptors, or OTel's wrapt wrappers) and bound to the
+    instance at the call."""
+    def gated(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return (traced if gate() else plain).__get__(self, type(self))(*args, **kwargs)
+
+    gated.__name__ = getattr(plain, "__name__", "gated")
+    return gated
